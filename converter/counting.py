@@ -1,0 +1,57 @@
+"""Exact synapse counts (spec section 6), precomputed once per network.
+
+The fan-out of a neuron depends only on its place in the map (borders, stride, folded pooling), never on
+the image, so it is computed once: for each synapse path, the transpose of its 0/1 connectivity applied
+to ones gives, per source neuron, the number of target neurons it reaches. An image's synaptic
+additions are then ``2 * sum(fanout[d > 0])``: one dot product per population.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from converter.graph import Graph, Term
+from converter.ops import run_structure
+
+
+def term_fanout(term: Term, source_shape: tuple[int, ...]) -> Tensor:
+    """Synapses leaving each source neuron along one path, shape ``source_shape`` (float64 integers)."""
+    x = torch.zeros(1, *source_shape, dtype=torch.float64, requires_grad=True)
+    y = run_structure([op.to(torch.float64) for op in term.ops], x)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    return grad[0].detach()
+
+
+def fanouts(graph: Graph) -> dict[str, Tensor]:
+    """Per population (input, neurons, switches): synapses leaving each of its neurons, flattened."""
+    out: dict[str, Tensor] = {}
+    for p in graph.populations:
+        if p.kind == "output":
+            continue
+        total = torch.zeros(p.shape, dtype=torch.float64)
+        for _, term in graph.consumers(p.name):
+            total += term_fanout(term, p.shape)
+        out[p.name] = total.flatten()
+    return out
+
+
+def ann_macs(graph: Graph) -> int:
+    """Multiply-accumulates of the dense ANN forward for one image (conv and linear layers)."""
+    total = 0
+    for p in graph.populations:
+        for t in p.terms:
+            ops = [op.to(torch.float32) for op in t.ops]
+            x = torch.zeros(1, *graph.by_name[t.source].shape)
+            for op in ops:
+                total += op.macs(tuple(x.shape[1:]))
+                x = op.forward(x, bias=False)
+    return total
+
+
+def durations_to_counts(d: Tensor, fanout: Tensor) -> tuple[Tensor, Tensor]:
+    """Spikes (two per active neuron) and synaptic additions (two per synapse of an active neuron)."""
+    active = (d.flatten(1) > 0).to(fanout.dtype)
+    spikes = 2 * active.sum(1).to(torch.int64)
+    additions = 2 * (active @ fanout).round().to(torch.int64)
+    return spikes, additions

@@ -1,0 +1,26 @@
+"""Pieces every engine shares: TSC quantisation, threshold broadcasting, switch pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def lam_view(lam: Tensor, ndim: int) -> Tensor:
+    """Broadcast a scalar or per-channel threshold over a batch of ``ndim`` dimensions."""
+    return lam if lam.dim() == 0 else lam.view(1, -1, *([1] * (ndim - 2)))
+
+
+def durations(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
+    """TSC durations ``clip(floor(T * z / lam + shift), 0, T)`` (spec section 2)."""
+    return torch.clamp(torch.floor(z * (T / lam_view(lam, z.dim())) + shift), 0, T)
+
+
+def switch_pool(x: Tensor, pool: dict[str, Any]) -> Tensor:
+    """Max pooling with a switch's parameters."""
+    return F.max_pool2d(
+        x, pool["kernel_size"], pool["stride"], pool["padding"], pool["dilation"], pool["ceil_mode"]
+    )

@@ -1,0 +1,239 @@
+"""A converted TSC-SNN: graph, thresholds, window length; run it with any engine, save it, load it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import converter.clipfloor  # noqa: F401  (registers the clip-floor conversion rules)
+from converter.calibrate import Calibration, calibrate
+from converter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from converter.counting import ann_macs, fanouts, term_fanout
+from converter.engines import ann, fast, rate, stepped
+from converter.graph import Graph
+from converter.results import RunResult
+from converter.trace import trace_model
+
+ENGINES = ("fast", "stepped", "rate", "ann")
+LAM_PREFIX = "lam."
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network takes: pixels in [0, 1], ``channels`` x ``height`` x ``width`` (RGB when 3)."""
+
+    channels: int
+    height: int
+    width: int
+
+    def check(self, images: Tensor) -> None:
+        """Raise ``ValueError`` unless ``images`` is a batch this network accepts."""
+        want = (self.channels, self.height, self.width)
+        if images.dim() != 4 or tuple(images.shape[1:]) != want:
+            raise ValueError(
+                f"expected images of shape (N, {', '.join(map(str, want))}), got {tuple(images.shape)}"
+            )
+
+
+class SpikingNetwork:
+    """A TSC spiking network converted from an ANN."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        lams: dict[str, Tensor],
+        T: int,
+        shift: float,
+        *,
+        name: str,
+        version: str,
+        labels: list[str],
+        input_spec: InputSpec,
+        calibration: dict[str, Any],
+        provenance: dict[str, Any],
+        accuracy: dict[str, Any] | None = None,
+    ) -> None:
+        if T < 1:
+            raise ValueError(f"T must be a positive number of steps, got {T}")
+        if shift not in (0, 0.5):
+            raise ValueError(f"shift must be 0 or 0.5 (spec section 2), got {shift}")
+        if len(labels) != graph.output.size:
+            raise ValueError(f"{len(labels)} labels for {graph.output.size} outputs")
+        self.graph, self.lams, self.T, self.shift = graph, lams, T, float(shift)
+        self.name, self.version, self.labels, self.input_spec = name, version, list(labels), input_spec
+        self.calibration, self.provenance, self.accuracy = calibration, provenance, accuracy or {}
+        self.fanouts = fanouts(graph)
+        self.term_fanouts = {
+            p.name: [term_fanout(t, graph.by_name[t.source].shape).flatten() for t in p.terms]
+            for p in graph.populations
+        }
+        self.ann_macs = ann_macs(graph)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type the engines compute in."""
+        return next(iter(self.lams.values())).dtype if self.lams else torch.float32
+
+    @property
+    def timesteps(self) -> int:
+        """Latency of one inference: ``L * T`` steps."""
+        return self.graph.depth * self.T
+
+    def lam(self, name: str) -> Tensor:
+        """Threshold scale of a population (1 for input pixels and output; a switch shares its source's)."""
+        p = self.graph.by_name[name]
+        if p.kind in ("input", "output"):
+            return torch.ones((), dtype=self.dtype)
+        return self.lam(p.source) if p.kind == "switch" else self.lams[name]
+
+    def to(self, dtype: torch.dtype) -> SpikingNetwork:
+        """Copy computing in ``dtype`` (float64 for exact engine comparisons)."""
+        copy = object.__new__(SpikingNetwork)
+        copy.__dict__.update(self.__dict__)
+        copy.graph = self.graph.to(dtype)
+        copy.lams = {k: v.to(dtype) for k, v in self.lams.items()}
+        return copy
+
+    def run(
+        self, images: Tensor, engine: str = "fast", rate_steps: int = 256, keep_durations: bool = False
+    ) -> RunResult:
+        """Classify a batch of pixels in [0, 1]: logits and the counts of spec section 6."""
+        self.input_spec.check(images)
+        with torch.no_grad():
+            if engine == "fast":
+                return fast.run(self, images, keep_durations)
+            if engine == "stepped":
+                return stepped.run(self, images, keep_durations)
+            if engine == "rate":
+                if rate_steps < 1:
+                    raise ValueError(f"rate_steps must be positive, got {rate_steps}")
+                return rate.run(self, images, [rate_steps])[0]
+            if engine == "ann":
+                return ann.run(self, images)
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+    def run_rate(self, images: Tensor, steps: list[int]) -> list[RunResult]:
+        """The rate-coded baseline read out after each of ``steps`` in one simulation."""
+        self.input_spec.check(images)
+        with torch.no_grad():
+            return rate.run(self, images, sorted(set(steps)))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The JSON manifest (without the graph and the weights hash, which ``save`` adds)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "T": self.T,
+            "shift": self.shift,
+            "labels": self.labels,
+            "input": {**asdict(self.input_spec), "range": [0, 1], "layout": "NCHW"},
+            "latency_steps": self.timesteps,
+            "depth": self.graph.depth,
+            "ann_macs": self.ann_macs,
+            "layers": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "shape": list(p.shape),
+                    "window": p.window,
+                    "origin": p.origin,
+                    "lam": self.lams[p.name].tolist() if p.name in self.lams else None,
+                }
+                for p in self.graph.populations
+            ],
+            "calibration": self.calibration,
+            "provenance": self.provenance,
+            "accuracy": self.accuracy,
+        }
+
+    def save(self, path: str | Path) -> dict[str, Any]:
+        """Write a checkpoint directory (or one ``.safetensors`` file); returns the manifest written."""
+        spec, tensors = self.graph.to_spec()
+        tensors.update({LAM_PREFIX + k: v for k, v in self.lams.items()})
+        return save_checkpoint(path, {**self.manifest, "graph": spec}, tensors)
+
+
+def load(path: str | Path) -> SpikingNetwork:
+    """Load and verify a checkpoint written by ``SpikingNetwork.save``."""
+    manifest, tensors = load_checkpoint(path)
+    try:
+        graph = Graph.from_spec(manifest["graph"], tensors)
+        lams = {k[len(LAM_PREFIX) :]: v for k, v in tensors.items() if k.startswith(LAM_PREFIX)}
+        missing = [p.name for p in graph.neurons if p.name not in lams]
+        if missing:
+            raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
+        return SpikingNetwork(
+            graph,
+            lams,
+            int(manifest["T"]),
+            float(manifest["shift"]),
+            name=manifest["name"],
+            version=str(manifest["version"]),
+            labels=manifest["labels"],
+            input_spec=InputSpec(**{k: int(manifest["input"][k]) for k in ("channels", "height", "width")}),
+            calibration=manifest.get("calibration", {}),
+            provenance=manifest.get("provenance", {}),
+            accuracy=manifest.get("accuracy", {}),
+        )
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: manifest is incomplete or inconsistent ({type(e).__name__}: {e})"
+        ) from None
+
+
+def convert(
+    model: nn.Module,
+    calibration_images: Tensor,
+    *,
+    T: int = 16,
+    shift: float = 0.5,
+    method: str = "percentile",
+    percentile: float = 99.99,
+    per_channel: bool = False,
+    name: str | None = None,
+    version: str = "1",
+    labels: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
+    batch_size: int = 128,
+) -> SpikingNetwork:
+    """Trace ``model`` (pixels in [0, 1] in, logits out), calibrate thresholds, return the TSC-SNN."""
+    if calibration_images.dim() != 4 or calibration_images.shape[0] == 0:
+        raise ValueError(
+            f"calibration images must be a non-empty (N, C, H, W) batch, got "
+            f"{tuple(calibration_images.shape)}"
+        )
+    images = calibration_images.detach().float()
+    cal = Calibration(method, percentile, per_channel)
+    graph, fixed = trace_model(model, images[:1])
+    lams, report = calibrate(graph, images, cal, T, shift, batch_size, skip=frozenset(fixed))
+    for k, v in fixed.items():
+        lams[k] = v.float()
+        report[k] = {"lam": v.tolist(), "method": "trained clip-floor"}
+    n_out = graph.output.size
+    return SpikingNetwork(
+        graph,
+        lams,
+        T,
+        shift,
+        name=name or type(model).__name__.lower(),
+        version=version,
+        labels=labels or [str(i) for i in range(n_out)],
+        input_spec=InputSpec(*images.shape[1:]),
+        calibration={"method": cal.describe(), "images": images.shape[0], "layers": report},
+        provenance={
+            "source_model": type(model).__name__,
+            "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **(provenance or {}),
+        },
+    )
