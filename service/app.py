@@ -1,0 +1,51 @@
+"""The application factory: settings in, a FastAPI app out, models loaded by its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.metrics import RequestMetricsMiddleware
+from service.routers import classify, health, metrics, models
+from service.runtime import Runtime
+from service.settings import Settings
+
+DESCRIPTION = """
+Classify images with Temporal-Switch-Coding spiking networks converted from trained CNNs.
+
+Every answer reports what it cost: SNN latency in time steps, spikes in total and per layer, synaptic
+additions, memory accesses, neuron updates, the ANN's multiply-accumulates for the same network, and an
+energy estimate with its constants named. `compare=true` adds the ANN's and a rate-coded SNN's figures.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; its lifespan starts the worker threads and loads every checkpoint of TSC_MODEL_DIR."""
+    runtime = Runtime(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="tsc-snn",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_upload_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    install_error_handlers(app)
+    for router in (classify.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    return app

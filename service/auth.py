@@ -1,0 +1,33 @@
+"""API-key check: with TSC_API_KEY set, classify and model routes need it (bearer token or X-API-Key)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import Unauthorized
+from service.runtime import RuntimeDep
+
+bearer_scheme = HTTPBearer(auto_error=False, description="TSC_API_KEY sent as 'Authorization: Bearer <key>'.")
+header_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="TSC_API_KEY sent as 'X-API-Key'."
+)
+
+
+async def require_api_key(
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    header: Annotated[str | None, Depends(header_scheme)],
+) -> None:
+    """Let the request through when no key is configured or the right one is sent; else raise Unauthorized."""
+    expected = runtime.settings.api_key
+    if expected is None:
+        return
+    given = bearer.credentials if bearer is not None else header
+    if given is None:
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("the API key is wrong")

@@ -1,0 +1,155 @@
+"""The model store: finds checkpoints in the model directory, loads and warms them up, serves them by name.
+
+Names come from the model directory's entries (``<name>/manifest.json`` or ``<name>.safetensors``) and
+requests can only pick among the loaded ones, so no request ever builds a file path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter import CheckpointError, load
+from service.batching import Batcher
+from service.errors import ModelNotFound, NotReady
+from service.inference import ImageResult, Network, run_batch, warm_up
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def discover(model_dir: Path) -> dict[str, Path]:
+    """Checkpoints in ``model_dir`` by name: directories holding a manifest.json, and .safetensors files."""
+    found: dict[str, Path] = {}
+    entries = sorted(model_dir.iterdir()) if model_dir.is_dir() else []
+    for entry in entries:
+        if entry.is_dir() and (entry / "manifest.json").is_file():
+            name = entry.name
+        elif entry.is_file() and entry.suffix == ".safetensors":
+            name = entry.stem
+        else:
+            continue
+        if not re.fullmatch(MODEL_NAME_PATTERN, name) or name in found:
+            log.warning("skipping %s: its name is not a valid, unique model name", entry)
+            continue
+        found[name] = entry
+    return found
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded, warmed-up network and the batcher that feeds it."""
+
+    name: str
+    path: Path
+    net: Network
+    batcher: Batcher[ImageResult]
+
+
+def _load_and_warm(path: Path) -> Network:
+    net = load(path)
+    warm_up(net)
+    return net
+
+
+class ModelStore:
+    """Every model of the model directory, loaded once at start-up in the inference thread."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.failures: dict[str, str] = {}
+        self.loading = True
+        self.stopping = False
+
+    @property
+    def default_name(self) -> str | None:
+        """TSC_DEFAULT_MODEL when it is loaded, else the first loaded model (None while none is)."""
+        if self.settings.default_model in self.models:
+            return self.settings.default_model
+        return next(iter(self.models), None)
+
+    async def load_all(self, executor: Executor) -> None:
+        """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal."""
+        model_dir = self.settings.model_dir
+        found = discover(model_dir)
+        if not found:
+            log.error("no checkpoints in %s: the service is up but not ready (set TSC_MODEL_DIR)", model_dir)
+        loop = asyncio.get_running_loop()
+        for name, path in found.items():
+            started = time.perf_counter()
+            try:
+                net = await loop.run_in_executor(executor, _load_and_warm, path)
+            except CheckpointError as exc:
+                self._fail(name, str(exc))
+                continue
+            except Exception as exc:
+                log.exception("loading %s failed", path)
+                self._fail(name, f"{type(exc).__name__}: {exc}")
+                continue
+            infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
+            batcher = Batcher(
+                name, infer, executor, self.metrics,
+                max_batch_size=self.settings.max_batch_size,
+                max_delay_s=self.settings.max_batch_delay_ms / 1000,
+                max_queue_size=self.settings.max_queue_size,
+            )  # fmt: skip
+            self.models[name] = ServedModel(name, path, net, batcher)
+            self.metrics.models_loaded.set(len(self.models))
+            log.info(
+                "loaded %s (%s, T=%d) from %s in %.2f s",
+                name,
+                net.version,
+                net.T,
+                path,
+                time.perf_counter() - started,
+            )
+        if self.models and self.default_name != self.settings.default_model:
+            log.warning(
+                "TSC_DEFAULT_MODEL %r is not loaded; the default is %r",
+                self.settings.default_model,
+                self.default_name,
+            )
+        self.loading = False
+
+    def _fail(self, name: str, reason: str) -> None:
+        log.error("model %s not loaded: %s", name, reason)
+        self.failures[name] = reason
+
+    def not_ready_reason(self) -> str | None:
+        """Why the store cannot serve yet (None when it can)."""
+        if self.stopping:
+            return "the server is shutting down"
+        if self.loading:
+            return f"loading models from {self.settings.model_dir}"
+        if not self.models:
+            failures = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
+            return f"no model could be loaded from {self.settings.model_dir}" + (
+                f" ({failures})" if failures else ""
+            )
+        return None
+
+    def get(self, name: str | None) -> ServedModel:
+        """The named model, or the default; raises NotReady or ModelNotFound."""
+        reason = self.not_ready_reason()
+        if reason is not None:
+            raise NotReady(reason)
+        key = name or self.default_name
+        if key not in self.models:
+            raise ModelNotFound(f"model {name!r} is not loaded; loaded models: {', '.join(self.models)}")
+        return self.models[key]
+
+    async def close(self) -> None:
+        """Refuse new work and let every batcher finish what it has queued."""
+        self.stopping = True
+        await asyncio.gather(*(model.batcher.close() for model in self.models.values()))

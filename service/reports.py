@@ -1,0 +1,130 @@
+"""Response bodies built from engine outcomes and loaded models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converter.energy import E_ADD_PJ, E_MAC_PJ, SOURCE, ann_energy_pj, snn_energy_pj
+from service.batching import Outcome
+from service.inference import ImageResult
+from service.registry import ServedModel
+from service.schemas import (
+    AnnFigures,
+    Classification,
+    Comparison,
+    Energy,
+    InputInfo,
+    Latency,
+    LayerSpikes,
+    ModelDetail,
+    ModelRef,
+    ModelSummary,
+    Operations,
+    Prediction,
+    RateFigures,
+    Spikes,
+)
+
+
+def top_k(probabilities: list[float], labels: list[str], k: int) -> list[Prediction]:
+    """The ``k`` most probable classes, best first."""
+    best = sorted(range(len(probabilities)), key=probabilities.__getitem__, reverse=True)[:k]
+    return [Prediction(label=labels[i], index=i, probability=probabilities[i]) for i in best]
+
+
+def classification(
+    served: ServedModel,
+    outcomes: list[Outcome[ImageResult]],
+    top: int,
+    server_ms: float,
+    filename: str | None,
+) -> Classification:
+    """The answer for one image: ``outcomes`` holds its SNN run, then its ANN and rate runs when compared."""
+    net, snn = served.net, outcomes[0]
+    counts = snn.result.counts
+    layers = [LayerSpikes.model_validate(layer) for layer in counts["layers"]]
+    neurons = sum(layer.neurons for layer in layers)
+    snn_pj = snn_energy_pj(counts["synaptic_additions"], counts["neuron_updates"])
+    ann_pj = ann_energy_pj(net.ann_macs)
+    predictions = top_k(snn.result.probabilities, net.labels, top)
+    return Classification(
+        filename=filename,
+        model=ModelRef(name=served.name, version=net.version, T=net.T, engine=counts["engine"]),
+        predictions=predictions,
+        latency=Latency(
+            timesteps=counts["timesteps"],
+            server_ms=server_ms,
+            queue_ms=snn.queue_s * 1000,
+            inference_ms=snn.inference_s * 1000,
+            batch_size=snn.batch_size,
+        ),
+        spikes=Spikes(total=counts["spikes"], per_neuron=counts["spikes"] / max(neurons, 1), layers=layers),
+        operations=Operations(
+            synaptic_additions=counts["synaptic_additions"],
+            memory_accesses=counts["memory_accesses"],
+            neuron_updates=counts["neuron_updates"],
+            ann_macs=net.ann_macs,
+            energy=Energy(
+                snn_pj=snn_pj,
+                ann_pj=ann_pj,
+                ann_over_snn=ann_pj / snn_pj if snn_pj else None,
+                add_pj=E_ADD_PJ,
+                mac_pj=E_MAC_PJ,
+                source=SOURCE,
+            ),
+        ),
+        comparison=_comparison(served, outcomes[1:], top, predictions[0].index)
+        if len(outcomes) > 1
+        else None,
+    )
+
+
+def _comparison(
+    served: ServedModel, outcomes: list[Outcome[ImageResult]], top: int, snn_top1: int
+) -> Comparison:
+    ann, rate = (outcome.result for outcome in outcomes)
+    labels, counts = served.net.labels, rate.counts
+    ann_predictions = top_k(ann.probabilities, labels, top)
+    rate_predictions = top_k(rate.probabilities, labels, top)
+    return Comparison(
+        ann=AnnFigures(
+            predictions=ann_predictions,
+            agrees=ann_predictions[0].index == snn_top1,
+            macs=served.net.ann_macs,
+            energy_pj=ann_energy_pj(served.net.ann_macs),
+        ),
+        rate=RateFigures(
+            predictions=rate_predictions,
+            agrees=rate_predictions[0].index == snn_top1,
+            timesteps=counts["timesteps"],
+            spikes=counts["spikes"],
+            synaptic_additions=counts["synaptic_additions"],
+            neuron_updates=counts["neuron_updates"],
+            energy_pj=snn_energy_pj(counts["synaptic_additions"], counts["neuron_updates"]),
+        ),
+    )
+
+
+def model_summary(served: ServedModel, default: str | None) -> ModelSummary:
+    """What GET /models lists for one model."""
+    return ModelSummary(**_summary_fields(served, default))
+
+
+def model_detail(served: ServedModel, default: str | None) -> ModelDetail:
+    """What GET /models/{name} returns: the summary, the labels and the whole manifest."""
+    return ModelDetail(
+        **_summary_fields(served, default), labels=served.net.labels, manifest=served.net.manifest
+    )
+
+
+def _summary_fields(served: ServedModel, default: str | None) -> dict[str, Any]:
+    net, spec = served.net, served.net.input_spec
+    return {
+        "name": served.name,
+        "version": net.version,
+        "T": net.T,
+        "timesteps": net.timesteps,
+        "classes": len(net.labels),
+        "input": InputInfo(channels=spec.channels, height=spec.height, width=spec.width),
+        "default": served.name == default,
+    }

@@ -1,0 +1,85 @@
+"""POST /classify and /classify/batch: decode, batch, run, and report the spiking cost of each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+
+from service.auth import require_api_key
+from service.errors import PayloadTooLarge
+from service.reports import classification
+from service.routers.responses import errors
+from service.runtime import Runtime, RuntimeDep
+from service.schemas import BatchClassification, Classification, ClassifyOptions
+
+router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
+ERRORS = errors(400, 401, 404, 413, 415, 422, 503)
+COMPARED_ENGINES = ("ann", "rate")
+
+
+def classify_options(
+    query: Annotated[ClassifyOptions, Query()], form: Annotated[ClassifyOptions, Form()]
+) -> ClassifyOptions:
+    """Options from the query string and the form, the form's winning where both give one."""
+    given = query.model_dump(exclude_unset=True) | form.model_dump(exclude_unset=True)
+    return ClassifyOptions.model_validate(given)
+
+
+OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
+
+
+@router.post("/classify", responses=ERRORS)
+async def classify(
+    request: Request,
+    runtime: RuntimeDep,
+    file: Annotated[
+        UploadFile, File(description="JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode.")
+    ],
+    options: OptionsDep,
+) -> Classification:
+    """Classify one image; the answer carries its latency, spikes, operations and energy estimate."""
+    (result,) = await _classify(request, runtime, [file], options)
+    return result
+
+
+@router.post("/classify/batch", responses=ERRORS)
+async def classify_batch(
+    request: Request,
+    runtime: RuntimeDep,
+    files: Annotated[list[UploadFile], File(description="Images to classify, each as a 'files' part.")],
+    options: OptionsDep,
+) -> BatchClassification:
+    """Classify several images in one request: one result each, in upload order (one bad file fails all)."""
+    if len(files) > runtime.settings.max_batch_files:
+        raise PayloadTooLarge(
+            f"{len(files)} files sent; at most {runtime.settings.max_batch_files} per request"
+        )
+    return BatchClassification(results=await _classify(request, runtime, files, options))
+
+
+async def _classify(
+    request: Request, runtime: Runtime, files: list[UploadFile], options: ClassifyOptions
+) -> list[Classification]:
+    served = runtime.store.get(options.model)
+    spec = served.net.input_spec
+    images = await asyncio.gather(*(runtime.decode(file, spec) for file in files))
+    engines = (options.engine, *COMPARED_ENGINES) if options.compare else (options.engine,)
+    per_engine = await served.batcher.submit(images, engines)
+    metrics = runtime.metrics
+    for engine, outcomes in zip(engines, per_engine, strict=True):
+        if engine != "ann":
+            for outcome in outcomes:
+                metrics.spikes.labels(served.name, engine).observe(outcome.result.counts["spikes"])
+                metrics.synaptic_additions.labels(served.name, engine).observe(
+                    outcome.result.counts["synaptic_additions"]
+                )
+    server_ms = (time.perf_counter() - request.state.started) * 1000
+    return [
+        classification(
+            served, [outcomes[i] for outcomes in per_engine], options.top_k, server_ms, file.filename
+        )
+        for i, file in enumerate(files)
+    ]

@@ -1,0 +1,52 @@
+"""Liveness and readiness: Kubernetes style (/livez, /readyz) and Open Inference Protocol (/v2/...)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.errors import NotReady
+from service.routers.responses import errors
+from service.runtime import Runtime, RuntimeDep
+from service.schemas import Liveness, Readiness, V2Live, V2Ready, V2ServerMetadata
+
+router = APIRouter(tags=["health"])
+
+
+def _ready(runtime: Runtime) -> Readiness:
+    reason = runtime.store.not_ready_reason()
+    if reason is not None:
+        raise NotReady(reason)
+    default = runtime.store.default_name
+    assert default is not None
+    return Readiness(default_model=default, models=list(runtime.store.models))
+
+
+@router.get("/livez")
+async def livez() -> Liveness:
+    """200 while the process serves HTTP."""
+    return Liveness()
+
+
+@router.get("/readyz", responses=errors(503))
+async def readyz(runtime: RuntimeDep) -> Readiness:
+    """200 once every model is loaded and warmed up; 503 with the reason before that and during shutdown."""
+    return _ready(runtime)
+
+
+@router.get("/v2")
+async def v2_server_metadata(request: Request) -> V2ServerMetadata:
+    """Open Inference Protocol server metadata."""
+    return V2ServerMetadata(name=request.app.title, version=request.app.version, extensions=[])
+
+
+@router.get("/v2/health/live")
+async def v2_live() -> V2Live:
+    """Open Inference Protocol liveness."""
+    return V2Live(live=True)
+
+
+@router.get("/v2/health/ready", responses=errors(503))
+async def v2_ready(runtime: RuntimeDep) -> V2Ready:
+    """Open Inference Protocol readiness (503 with the reason when not ready)."""
+    _ready(runtime)
+    return V2Ready(ready=True)

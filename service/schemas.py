@@ -1,0 +1,245 @@
+"""Pydantic models of every request option and response body (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from service.registry import MODEL_NAME_PATTERN
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error response."""
+
+    error: str = Field(description="Stable machine-readable code, e.g. invalid_image or queue_full.")
+    detail: str | list[dict[str, Any]] = Field(
+        description="What went wrong; for 422 one entry per bad field."
+    )
+
+
+class ClassifyOptions(BaseModel):
+    """Options of /classify and /classify/batch: query parameters or form fields (a form field wins)."""
+
+    model: str | None = Field(
+        None, pattern=MODEL_NAME_PATTERN, description="Model to use (GET /models); default TSC_DEFAULT_MODEL."
+    )
+    top_k: int = Field(
+        5, ge=1, le=1000, description="Classes to return, best first (capped at the class count)."
+    )
+    engine: Literal["fast", "stepped"] = Field(
+        "fast",
+        description="fast: the event-driven TSC engine; stepped: the step-by-step reference simulation.",
+    )
+    compare: bool = Field(
+        False, description="Also run the ANN and a rate-coded SNN on the image and report them."
+    )
+
+
+class Prediction(BaseModel):
+    """One class and its softmax probability."""
+
+    label: str
+    index: int = Field(description="Class index in the model's label list.")
+    probability: float
+
+
+class ModelRef(BaseModel):
+    """The model and engine that produced an answer."""
+
+    name: str
+    version: str
+    T: int = Field(description="TSC time steps per layer.")
+    engine: str
+
+
+class Latency(BaseModel):
+    """Time the answer took, in simulated time steps and in server wall-clock time."""
+
+    timesteps: int = Field(description="SNN latency in time steps (layers x T) until the output is read.")
+    server_ms: float = Field(description="Wall time from the request's arrival to this response.")
+    queue_ms: float = Field(description="Time the image waited for its batch.")
+    inference_ms: float = Field(description="Engine time of the batch the image ran in.")
+    batch_size: int = Field(description="Images in that batch.")
+
+
+class LayerSpikes(BaseModel):
+    """Counts of one population: input pixels, a neuron layer, a max-pool switch or the output layer."""
+
+    name: str
+    kind: str
+    neurons: int
+    spikes: int
+    synaptic_additions: int = Field(description="Additions the population's spikes cause downstream.")
+    neuron_updates: int
+
+
+class Spikes(BaseModel):
+    """Spikes the image caused, in total and per population."""
+
+    total: int
+    per_neuron: float = Field(description="Total spikes over the number of neurons (all populations).")
+    layers: list[LayerSpikes]
+
+
+class Energy(BaseModel):
+    """Energy estimate from operation counts; the constants are named so the figure can be recomputed."""
+
+    snn_pj: float = Field(description="(synaptic_additions + neuron_updates) x add_pj.")
+    ann_pj: float = Field(description="ann_macs x mac_pj: the same network run as the original ANN.")
+    ann_over_snn: float | None = Field(
+        description="ann_pj / snn_pj: how many times less energy the SNN needs (null when snn_pj is 0)."
+    )
+    add_pj: float
+    mac_pj: float
+    source: str
+
+
+class Operations(BaseModel):
+    """Work the SNN did for the image, and the ANN's for comparison."""
+
+    synaptic_additions: int
+    memory_accesses: int = Field(description="Weight reads: one per synaptic event.")
+    neuron_updates: int
+    ann_macs: int = Field(description="Multiply-accumulates of the ANN forward pass on one image.")
+    energy: Energy
+
+
+class AnnFigures(BaseModel):
+    """The original ANN's answer for the same image."""
+
+    predictions: list[Prediction]
+    agrees: bool = Field(description="Same top-1 class as the SNN answer.")
+    macs: int
+    energy_pj: float
+
+
+class RateFigures(BaseModel):
+    """A rate-coded SNN's answer for the same image (the classic conversion TSC is compared with)."""
+
+    predictions: list[Prediction]
+    agrees: bool = Field(description="Same top-1 class as the SNN answer.")
+    timesteps: int
+    spikes: int
+    synaptic_additions: int
+    neuron_updates: int
+    energy_pj: float
+
+
+class Comparison(BaseModel):
+    """ANN and rate-coded figures, present when compare=true."""
+
+    ann: AnnFigures
+    rate: RateFigures
+
+
+class Classification(BaseModel):
+    """The answer for one image and what it cost."""
+
+    filename: str | None
+    model: ModelRef
+    predictions: list[Prediction]
+    latency: Latency
+    spikes: Spikes
+    operations: Operations
+    comparison: Comparison | None = None
+
+
+class BatchClassification(BaseModel):
+    """One answer per uploaded file, in upload order."""
+
+    results: list[Classification]
+
+
+class InputInfo(BaseModel):
+    """Pixels a model takes: RGB for 3 channels, greyscale for 1, values in [0, 1]."""
+
+    channels: int
+    height: int
+    width: int
+
+
+class ModelSummary(BaseModel):
+    """A loaded model."""
+
+    name: str
+    version: str
+    T: int
+    timesteps: int
+    classes: int
+    input: InputInfo
+    default: bool = Field(description="Used when a request names no model.")
+
+
+class ModelList(BaseModel):
+    """Loaded models, and the checkpoints that failed to load with the reason."""
+
+    default_model: str | None
+    models: list[ModelSummary]
+    failed: dict[str, str]
+
+
+class ModelDetail(ModelSummary):
+    """A loaded model with its labels and whole manifest (accuracy table, provenance, calibration, ...)."""
+
+    labels: list[str]
+    manifest: dict[str, Any]
+
+
+class Liveness(BaseModel):
+    """The process is up."""
+
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    """Every model is loaded and warmed up."""
+
+    status: Literal["ready"] = "ready"
+    default_model: str
+    models: list[str]
+
+
+class V2Live(BaseModel):
+    """Open Inference Protocol server liveness."""
+
+    live: bool
+
+
+class V2Ready(BaseModel):
+    """Open Inference Protocol server readiness."""
+
+    ready: bool
+
+
+class V2ServerMetadata(BaseModel):
+    """Open Inference Protocol server metadata."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Tensor(BaseModel):
+    """Open Inference Protocol tensor metadata."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    """Open Inference Protocol model metadata."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2Tensor]
+    outputs: list[V2Tensor]
+
+
+class V2ModelReady(BaseModel):
+    """Open Inference Protocol model readiness."""
+
+    name: str
+    ready: bool

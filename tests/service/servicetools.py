@@ -1,0 +1,74 @@
+"""Helpers of the service tests: tiny networks, settings, an in-process server and test pictures."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from PIL import Image
+from torch import nn
+
+from service.app import create_app
+from service.settings import Settings
+
+LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def tiny_cnn(channels: int) -> nn.Module:
+    """A small conv-pool-conv-linear classifier, enough to exercise every population kind."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, len(LABELS)),
+    ).eval()
+
+
+def settings_for(model_dir: Path, **overrides: Any) -> Settings:
+    """Settings for tests: the tiny models, a short batching delay, a short rate-coded comparison."""
+    values: dict[str, Any] = {
+        "model_dir": model_dir,
+        "default_model": "tiny",
+        "max_batch_delay_ms": 2.0,
+        "rate_steps": 8,
+        "torch_threads": 1,
+    }
+    return Settings(**(values | overrides))
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan in-process, wait for model loading, and yield a client talking to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.runtime.wait_loaded()
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
+    """``image`` saved in ``fmt`` as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def picture(mode: str = "RGB", size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A deterministic picture: a colour gradient with a white square, converted to ``mode``."""
+    w, h = size
+    x = torch.linspace(0, 255, w).repeat(h, 1)
+    y = torch.linspace(0, 255, h).unsqueeze(1).repeat(1, w)
+    rgb = torch.stack([x, y, 255 - x], dim=2).to(torch.uint8)
+    rgb[h // 4 : h // 2, w // 4 : w // 2] = 255
+    return Image.fromarray(rgb.numpy(), "RGB").convert(mode)

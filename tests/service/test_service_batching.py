@@ -1,0 +1,140 @@
+"""The dynamic batcher with a fake engine: batching, ordering, engine grouping, back-pressure, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from service.batching import Batcher
+from service.errors import NotReady, QueueFull
+from service.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeEngine:
+    """Returns (engine, pixel value) per image and records every batch; can be held to build up a queue."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.thread_names: set[str] = set()
+
+    def __call__(self, images: torch.Tensor, engine: str) -> Sequence[tuple[str, float]]:
+        self.gate.wait(5)
+        self.thread_names.add(threading.current_thread().name)
+        self.batches.append((engine, len(images)))
+        if engine == "broken":
+            raise RuntimeError("engine failure")
+        return [(engine, float(image[0, 0, 0])) for image in images]
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def make(engine: FakeEngine, pool: ThreadPoolExecutor, **kwargs: float) -> Batcher:
+    options = {"max_batch_size": 8, "max_delay_s": 0.05, "max_queue_size": 64} | kwargs
+    return Batcher("m", engine, pool, Metrics(), **options)  # type: ignore[arg-type]
+
+
+def image(value: float) -> torch.Tensor:
+    return torch.full((1, 2, 2), value)
+
+
+async def test_concurrent_requests_share_a_batch_and_keep_their_order(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1, "infer") as pool:
+        batcher = make(engine, pool)
+        results = await asyncio.gather(*(batcher.submit([image(i)], ["fast"]) for i in range(6)))
+        await batcher.close()
+    assert [r[0][0].result for r in results] == [("fast", float(i)) for i in range(6)]
+    assert engine.batches == [("fast", 6)]
+    assert all(r[0][0].batch_size == 6 for r in results)
+    assert engine.thread_names == {"infer_0"}
+
+
+async def test_batches_are_capped_at_max_batch_size(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_batch_size=4)
+        (outcomes,) = await batcher.submit([image(i) for i in range(10)], ["fast"])
+        await batcher.close()
+    assert [o.result[1] for o in outcomes] == list(map(float, range(10)))
+    assert [size for _, size in engine.batches] == [4, 4, 2]
+
+
+async def test_engines_run_in_separate_groups(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool)
+        fast, ann = await batcher.submit([image(1), image(2)], ["fast", "ann"])
+        await batcher.close()
+    assert [o.result for o in fast] == [("fast", 1.0), ("fast", 2.0)]
+    assert [o.result for o in ann] == [("ann", 1.0), ("ann", 2.0)]
+    assert sorted(engine.batches) == [("ann", 2), ("fast", 2)]
+
+
+async def test_a_lone_request_waits_at_most_the_delay(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_delay_s=0.2)
+        ((outcome,),) = await batcher.submit([image(0)], ["fast"])
+        await batcher.close()
+    assert 0.15 <= outcome.queue_s < 1.0
+
+
+async def test_a_full_queue_refuses_all_of_a_request(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_batch_size=1, max_delay_s=0, max_queue_size=3)
+        first = asyncio.ensure_future(batcher.submit([image(0)], ["fast"]))
+        await asyncio.sleep(0.05)  # the first image is taken from the queue and held in the engine
+        waiting = asyncio.ensure_future(batcher.submit([image(1), image(2)], ["fast"]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await batcher.submit([image(3), image(4)], ["fast"])
+        engine.gate.set()
+        await asyncio.gather(first, waiting)
+        await batcher.close()
+    assert [size for _, size in engine.batches] == [1, 1, 1]
+
+
+async def test_an_engine_failure_reaches_every_caller_and_the_batcher_survives(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool)
+        with pytest.raises(RuntimeError, match="engine failure"):
+            await batcher.submit([image(0), image(1)], ["broken"])
+        ((outcome,),) = await batcher.submit([image(5)], ["fast"])
+        await batcher.close()
+    assert outcome.result == ("fast", 5.0)
+
+
+async def test_close_finishes_queued_work_then_refuses_new_work(engine: FakeEngine) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_delay_s=0.1)
+        pending = asyncio.ensure_future(batcher.submit([image(7)], ["fast"]))
+        await asyncio.sleep(0)
+        await batcher.close()
+        ((outcome,),) = await pending
+        assert outcome.result == ("fast", 7.0)
+        with pytest.raises(NotReady):
+            await batcher.submit([image(8)], ["fast"])
+
+
+async def test_cancelled_requests_are_skipped(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_batch_size=1, max_delay_s=0)
+        first = asyncio.ensure_future(batcher.submit([image(0)], ["fast"]))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(batcher.submit([image(1)], ["fast"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        engine.gate.set()
+        await first
+        await batcher.close()
+    assert engine.batches == [("fast", 1)]

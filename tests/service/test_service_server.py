@@ -1,0 +1,140 @@
+"""The real thing: the container's command starts uvicorn in a subprocess, serving a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from servicetools import encode, picture
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def container_command() -> list[str]:
+    """The exec-form CMD of docker/Dockerfile."""
+    cmd = [
+        line for line in (REPO / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")
+    ]
+    assert len(cmd) == 1, "one exec-form CMD expected"
+    return json.loads(cmd[0].removeprefix("CMD "))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        """SIGTERM, as ``docker stop`` sends; uvicorn drains, then re-raises the signal to exit with it."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, port: int) -> Server:
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return Server(process, url, log, env)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"server not ready in time:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The container's CMD, run as is (python is this interpreter), configured only by TSC_* variables."""
+    argv = container_command()
+    assert argv[:3] == ["python", "-m", "service"]
+    port = free_port()
+    env = {
+        "TSC_HOST": "127.0.0.1",
+        "TSC_PORT": str(port),
+        "TSC_MODEL_DIR": str(model_dir),
+        "TSC_RATE_STEPS": "8",
+    }
+    server = start([sys.executable, *argv[1:]], env, tmp_path_factory.mktemp("log") / "server.log", port)
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_round_trip_with_a_real_checkpoint(server: Server) -> None:
+    files = {"file": ("photo.jpg", encode(picture(size=(640, 480)), "JPEG"), "image/jpeg")}
+    response = httpx.post(f"{server.url}/classify", params={"compare": "true"}, files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["name"] == "tiny"  # TSC_DEFAULT_MODEL's resnet20-cifar10 is absent: first loaded
+    assert body["spikes"]["total"] > 0 and body["operations"]["energy"]["snn_pj"] > 0
+    assert body["comparison"]["rate"]["timesteps"] == 8
+    assert "server" not in response.headers
+    batch = httpx.post(f"{server.url}/classify/batch", files=[("files", ("a.png", encode(picture())))] * 3)
+    assert len(batch.json()["results"]) == 3
+
+
+def test_errors_over_the_wire(server: Server) -> None:
+    bad = httpx.post(f"{server.url}/classify", files={"file": ("x.png", b"\x89PNG\r\n\x1a\n...")})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_image"
+    missing = httpx.get(f"{server.url}/models/none")
+    assert missing.status_code == 404 and missing.json()["error"] == "model_not_found"
+
+
+def test_metrics_and_docs_over_the_wire(server: Server) -> None:
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'tsc_spikes_per_image_count{engine="fast",model="tiny"}' in metrics
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert "/classify" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_healthcheck_command(server: Server) -> None:
+    healthcheck = [sys.executable, "-m", "service.healthcheck"]
+    assert subprocess.run(healthcheck, cwd=REPO, env=server.env, timeout=30).returncode == 0
+    down = {**server.env, "TSC_PORT": str(free_port())}
+    assert subprocess.run(healthcheck, cwd=REPO, env=down, timeout=30).returncode == 1
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    # A lone request waits 1.5 s for its batch to fill: SIGTERM arrives while it is queued.
+    env = {"TSC_MODEL_DIR": str(model_dir), "TSC_DEFAULT_MODEL": "tiny", "TSC_MAX_BATCH_DELAY_MS": "1500"}
+    server = start(argv, env, tmp_path / "server.log", port)
+    result: dict[str, httpx.Response] = {}
+    files = {"file": ("a.png", encode(picture()), "image/png")}
+    request = threading.Thread(
+        target=lambda: result.update(r=httpx.post(f"{server.url}/classify", files=files))
+    )
+    request.start()
+    time.sleep(0.5)
+    server.stop()
+    request.join(timeout=30)
+    assert result["r"].status_code == 200, result["r"].text
+    assert result["r"].json()["latency"]["queue_ms"] > 1000
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert log.index('POST /classify HTTP/1.1" 200') < log.index("service.runtime: stopped")

@@ -1,0 +1,61 @@
+"""Configuration: TSC_* environment variables, defaults that start with zero configuration, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import REPO_ROOT, Settings, available_cores
+
+
+def test_defaults_serve_the_embedded_model_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"TSC_{name.upper()}", raising=False)
+    settings = Settings()
+    assert settings.model_dir == REPO_ROOT / "models"
+    assert settings.default_model == "resnet20-cifar10"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.api_key is None
+    assert 1 <= settings.torch_threads == available_cores()
+
+
+def test_every_field_reads_its_tsc_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = {
+        "TSC_HOST": "0.0.0.0",
+        "TSC_PORT": "9000",
+        "TSC_MODEL_DIR": str(tmp_path),
+        "TSC_DEFAULT_MODEL": "vgg",
+        "TSC_MAX_UPLOAD_BYTES": "2048",
+        "TSC_MAX_BATCH_SIZE": "7",
+        "TSC_MAX_BATCH_DELAY_MS": "0.5",
+        "TSC_TORCH_THREADS": "3",
+        "TSC_API_KEY": "s3cr3t-key",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    assert (s.host, s.port, s.model_dir, s.default_model) == ("0.0.0.0", 9000, tmp_path, "vgg")
+    assert (s.max_upload_bytes, s.max_batch_size, s.max_batch_delay_ms, s.torch_threads) == (2048, 7, 0.5, 3)
+    assert s.api_key is not None and s.api_key.get_secret_value() == "s3cr3t-key"
+    assert "s3cr3t-key" not in repr(s)
+
+
+def test_an_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSC_API_KEY", "")
+    assert Settings().api_key is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"port": 70000},
+        {"max_batch_size": 0},
+        {"torch_threads": 0},
+        {"max_batch_files": 300, "max_queue_size": 8},
+    ],
+)
+def test_invalid_values_are_refused(bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**bad)
