@@ -53,12 +53,12 @@ class _Samples:
         self.max: Tensor | None = None
 
     def add(self, act: Tensor, gen: torch.Generator) -> None:
-        cols = act.transpose(0, 1).reshape(act.shape[1], -1).double()
-        m = cols.amax(1)
+        cols = act.transpose(0, 1).reshape(act.shape[1], -1)
+        m = cols.amax(1).double()
         self.max = m if self.max is None else torch.maximum(self.max, m)
         if cols.shape[1] > self.quota:
             cols = cols[:, torch.randperm(cols.shape[1], generator=gen)[: self.quota]]
-        self.parts.append(cols)
+        self.parts.append(cols.double())
 
     def values(self) -> Tensor:
         return torch.cat(self.parts, 1)

@@ -74,6 +74,14 @@ class SpikingNetwork:
             for p in graph.populations
         }
         self.ann_macs = ann_macs(graph)
+        self._plans: dict[tuple[int, torch.dtype], fast.Plan] = {}
+
+    def fast_plan(self) -> fast.Plan:
+        """The fast engine's precomputed paths and counters for the current ``T`` and dtype (cached)."""
+        key = (self.T, self.dtype)
+        if key not in self._plans:
+            self._plans[key] = fast.Plan(self)
+        return self._plans[key]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -98,6 +106,16 @@ class SpikingNetwork:
         copy.__dict__.update(self.__dict__)
         copy.graph = self.graph.to(dtype)
         copy.lams = {k: v.to(dtype) for k, v in self.lams.items()}
+        copy._plans = {}
+        return copy
+
+    def with_timesteps(self, T: int) -> SpikingNetwork:
+        """Copy with another window length (thresholds kept)."""
+        if T < 1:
+            raise ValueError(f"T must be a positive number of steps, got {T}")
+        copy = object.__new__(SpikingNetwork)
+        copy.__dict__.update(self.__dict__)
+        copy.T = T
         return copy
 
     def run(

@@ -59,11 +59,7 @@ class Const:
     value: Any
 
 
-class Shape:
-    """A shape or size query (``x.size(0)``, ``x.shape``): only ever feeds reshapes."""
-
-
-Value = Pop | Affine | PendingMax | Const | Shape
+Value = Pop | Affine | PendingMax | Const | Any  # Any: plain Python values such as sizes
 Rule = Callable[["Builder", fx.Node, Any], Value]
 
 MODULE_RULES: dict[type[nn.Module], Rule] = {}
@@ -347,8 +343,18 @@ def _reshape_fn(b: Builder, node: fx.Node, _: Any) -> Value:
 
 
 @_register(METHOD_RULES, "size", "dim")
+@_register(FUNCTION_RULES, getattr)
 def _shape_fn(b: Builder, node: fx.Node, _: Any) -> Value:
-    return Shape()
+    """Sizes are static except the batch size, which is ``None`` so that only reshapes may use it."""
+    shape = (None, *b.shape(node.args[0]))
+    if node.target == "dim":
+        return len(shape)
+    if node.target is getattr:
+        if node.args[1] != "shape":
+            raise b.fail(node, f"attribute {node.args[1]!r} of an activation tensor is not supported")
+        return shape
+    dim = b.arg(node, 1, "dim")
+    return shape if dim is None else shape[dim]
 
 
 @_register(FUNCTION_RULES, F.avg_pool2d)
@@ -408,8 +414,8 @@ def _pad_fn(b: Builder, node: fx.Node, _: Any) -> Value:
 @_register(FUNCTION_RULES, operator.getitem)
 def _getitem_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     base = b.arg(node, 0, "input")
-    if isinstance(base, Shape):
-        return Shape()
+    if isinstance(base, (tuple, list)):
+        return base[node.args[1]]
     index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
     if not all(isinstance(s, slice) for s in index) or index[0] != slice(None):
         raise b.fail(node, f"indexing {index!r}: only slicing that keeps the batch dimension is linear here")
@@ -435,7 +441,7 @@ def _channel_const(b: Builder, node: fx.Node, c: Const, ref: fx.Node) -> Tensor:
 
 def _binary(b: Builder, node: fx.Node, kind: str) -> Value:
     x, y = (
-        v if isinstance(v, (Pop, Affine, PendingMax, Const, Shape)) else Const(v)
+        v if isinstance(v, (Pop, Affine, PendingMax, Const)) else Const(v)
         for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))
     )
     alpha = b.arg(node, 2, "alpha", 1)
@@ -535,7 +541,7 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
                 raise b.fail(node, "the model must return a single tensor of logits")
             out = b.values[node.args[0]]
             node_for_errors = node
-    if out is None or isinstance(out, (Const, Shape)):
+    if not isinstance(out, (Pop, Affine, PendingMax)):
         raise ConversionError("the model's output does not depend on its input")
     terms = b.affine(node_for_errors, out).terms
     shape = tuple(node_for_errors.args[0].meta["tensor_meta"].shape[1:])

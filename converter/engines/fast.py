@@ -1,60 +1,149 @@
-"""Fast engine: the closed form of spec section 3 (quantised ANN forward) plus exact counting."""
+"""Fast engine: the closed form of spec section 3 (quantised ANN forward) plus exact counting.
+
+Per layer it costs one conv/linear like the ANN, two in-place passes for the TSC code (floor, clip)
+and a compare-and-count for the spikes and additions. Counts group neurons by fan-out value: a fan-out
+takes a handful of values (interior, borders, corners), so active neurons counted per group times the
+group's fan-out gives the additions exactly.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from converter.counting import durations_to_counts
-from converter.engines.common import durations, lam_view, switch_pool
-from converter.ops import run_chain
+from converter.engines.common import switch_pool
+from converter.fold import append_affine
+from converter.ops import AdaptiveAvgPool2d, AvgPool2d, ChannelAffine, Conv2d, Linear, Op, run_chain
 from converter.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
     from converter.network import SpikingNetwork
 
+MAX_GROUPS = 64
+
+
+@dataclass
+class _Counter:
+    """Exact spike and addition counts from durations.
+
+    When every channel at a position has the same fan-out (no pruned weights), active neurons are first
+    counted per position over channels; positions (or neurons) are then grouped by fan-out value.
+    """
+
+    spatial: bool  # fan-out depends on the position only: reduce over channels first
+    onehot: Tensor | None  # [positions or neurons, groups], grouped by fan-out value
+    values: Tensor  # [groups] float64 fan-out of each group (or per neuron when not grouped)
+
+    @classmethod
+    def build(cls, fanout: Tensor, shape: tuple[int, ...]) -> _Counter:
+        per_channel = fanout.view(shape[0], -1)
+        spatial = len(shape) > 1 and bool((per_channel == per_channel[:1]).all())
+        f = per_channel[0] if spatial else fanout
+        values, inverse = torch.unique(f, return_inverse=True)
+        if values.numel() > MAX_GROUPS:
+            return cls(spatial, None, f)
+        return cls(spatial, torch.nn.functional.one_hot(inverse, values.numel()).double(), values.double())
+
+    def __call__(self, d: Tensor) -> tuple[Tensor, Tensor]:
+        active = torch.clamp(d, max=1)  # d is a non-negative integer: 1 where the neuron spikes
+        counts = active.view(d.shape[0], d.shape[1], -1).sum(1) if self.spatial else active.flatten(1)
+        counts = counts.double()
+        if self.onehot is None:
+            return 2 * counts.sum(1).round().long(), 2 * (counts @ self.values).round().long()
+        per_group = counts @ self.onehot
+        return 2 * per_group.sum(1).round().long(), 2 * (per_group @ self.values).round().long()
+
+
+def _fold_in(ops: list[Op], scale: Tensor) -> list[Op]:
+    """``ops`` reading ``scale * x``: folded into the first weight op when the ops before it allow."""
+    for i, op in enumerate(ops):
+        if isinstance(op, ChannelAffine):
+            return [*ops[:i], replace(op, scale=op.scale * scale), *ops[i + 1 :]]
+        if isinstance(op, (Conv2d, Linear)):
+            if scale.dim() == 0:
+                return [*ops[:i], replace(op, weight=op.weight * scale), *ops[i + 1 :]]
+            if isinstance(op, Conv2d) and op.groups == 1 and op.weight.shape[1] == scale.numel():
+                return [*ops[:i], replace(op, weight=op.weight * scale.view(1, -1, 1, 1)), *ops[i + 1 :]]
+            break
+        if scale.dim() and not isinstance(op, (AvgPool2d, AdaptiveAvgPool2d)):
+            break  # the op may move channels: keep the per-channel scale explicit
+    return [ChannelAffine(scale=scale), *ops]
+
+
+class Plan:
+    """Synapse paths with the spec's normalised weights: durations in, ``T * z / lam + shift`` out.
+
+    The input factor ``lam_src / T`` and the output factor ``T / lam`` (and the shift, on one path) are
+    folded into the first and last weight op of each path, so a layer costs one conv plus floor and clip.
+    """
+
+    def __init__(self, net: SpikingNetwork) -> None:
+        dtype = net.dtype
+        self.paths: dict[str, list[tuple[str, list[Op]]]] = {}
+        for p in net.graph.populations:
+            if p.kind not in ("neuron", "output"):
+                continue
+            gain = (net.T / net.lam(p.name)).to(dtype)
+            shift = torch.tensor(net.shift, dtype=dtype)
+            paths = []
+            for i, t in enumerate(p.terms):
+                ops = _fold_in(t.ops, (net.lam(t.source) / net.T).to(dtype))
+                if p.kind == "neuron":  # logits stay in ANN units
+                    ops = append_affine(
+                        ops, ChannelAffine(scale=gain, bias=shift if i == 0 and net.shift else None)
+                    )
+                paths.append((t.source, ops))
+            self.paths[p.name] = paths
+        self.counters = {
+            name: _Counter.build(f, net.graph.by_name[name].shape) for name, f in net.fanouts.items()
+        }
+
+
+def _integrate(paths: list[tuple[str, list[Op]]], d: dict[str, Tensor]) -> Tensor:
+    z: Tensor | None = None
+    for source, ops in paths:
+        only = ops[0] if len(ops) == 1 else None
+        if z is not None and isinstance(only, ChannelAffine) and only.bias is None and only.scale.dim() == 0:
+            z.add_(d[source], alpha=float(only.scale))  # identity shortcut: one fused pass
+            continue
+        y = run_chain(ops, d[source])
+        z = y if z is None else z.add_(y)
+    assert z is not None
+    return z
+
 
 def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> RunResult:
-    """Durations layer by layer in closed form; counts from precomputed fan-outs."""
+    """Durations layer by layer in closed form; counts from precomputed fan-out groups."""
+    plan = net.fast_plan()
     T, s = net.T, net.shift
-    x = images.to(net.dtype)
+    n = images.shape[0]
     d: dict[str, Tensor] = {}
-    act: dict[str, Tensor] = {}
     layers: list[LayerCounts] = []
-    logits = x
+    logits = images
+    zeros = torch.zeros(n, dtype=torch.int64)
     for p in net.graph.populations:
         if p.kind == "output":
-            logits = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
-            layers.append(
-                LayerCounts(
-                    p.name,
-                    p.kind,
-                    p.size,
-                    torch.zeros(x.shape[0], dtype=torch.int64),
-                    torch.zeros(x.shape[0], dtype=torch.int64),
-                    T * p.size,
-                )
-            )
+            logits = _integrate(plan.paths[p.name], d)
+            layers.append(LayerCounts(p.name, p.kind, p.size, zeros, zeros, T * p.size))
             break
         if p.kind == "input":
-            d[p.name] = durations(x, torch.ones((), dtype=x.dtype), T, s)
-            act[p.name] = d[p.name] / T
+            d[p.name] = torch.clamp(torch.floor(images.to(net.dtype).contiguous() * T + s), 0, T)
         elif p.kind == "switch":
             d[p.name] = switch_pool(d[p.source], p.pool)
-            act[p.name] = switch_pool(act[p.source], p.pool)
         else:
-            lam = net.lams[p.name]
-            z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
-            d[p.name] = durations(z, lam, T, s)
-            act[p.name] = d[p.name] * (lam_view(lam, z.dim()) / T)
-        spikes, additions = durations_to_counts(d[p.name], net.fanouts[p.name])
-        if p.kind == "switch":
-            spikes = torch.zeros_like(spikes)
+            d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
+        spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(
             LayerCounts(
-                p.name, p.kind, p.size, spikes, additions, 2 * T * p.size if p.kind == "neuron" else 0
+                p.name,
+                p.kind,
+                p.size,
+                zeros if p.kind == "switch" else spikes,
+                additions,
+                2 * T * p.size if p.kind == "neuron" else 0,
             )
         )
     return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)

@@ -60,8 +60,9 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             for p in g.populations
             if p.kind != "output"
         }
-        for name in delayed:
-            units[name].history[step] = events[name]
+        for name in delayed:  # only the speaking window and its off-step carry events; int8 keeps them small
+            if 0 <= step - units[name].p.window * T <= T:
+                units[name].history[step] = events[name].to(torch.int8)
         for p in g.populations:
             if p.kind not in ("neuron", "output"):
                 continue
@@ -77,6 +78,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
                 )
                 if ev is None or not ev.any():
                     continue
+                ev = ev.to(dtype)
                 signal = ev * lam_view(lam[t.source], ev.dim())
                 u.I += run_chain(t.ops, signal, bias=False) / lam_view(lam[p.name], u.I.dim())
                 units[t.source].additions += ev.abs().flatten(1).double() @ net.term_fanouts[p.name][ti]
