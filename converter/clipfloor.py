@@ -26,7 +26,7 @@ class ClipFloor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Quantised activation; gradient of ``floor`` passed straight through."""
-        lam = lam_view(self.lam.abs() + 1e-6, x.dim())
+        lam = lam_view(self.lam.abs().clamp_min(1e-6), x.dim())
         y = torch.clamp(x / lam, 0, 1)
         q = torch.clamp(torch.floor(y * self.T + self.shift), 0, self.T) / self.T
         return (y + (q - y).detach()) * lam
@@ -49,7 +49,7 @@ class InputQuant(nn.Module):
 
 @register_module(ClipFloor)
 def _clipfloor_rule(b: Builder, node: fx.Node, m: ClipFloor) -> Value:
-    return b.neuron(node, b.tensor(node), lam=m.lam.detach().abs() + 1e-6)
+    return b.neuron(node, b.tensor(node), lam=m.lam.detach().abs().clamp_min(1e-6))
 
 
 @register_module(InputQuant)

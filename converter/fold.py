@@ -38,6 +38,9 @@ def append_affine(ops: list[Op], affine: ChannelAffine) -> list[Op]:
             new_bias = shift if new_bias is None else new_bias + shift
         if isinstance(last, ChannelAffine):
             return [*ops[:-1], replace(last, scale=last.scale * scale, bias=new_bias)]
-        if scale.dim() == 0 or scale.numel() == last.weight.shape[0]:
+        out = last.weight.shape[0]
+        if scale.dim() == 0 or scale.numel() == out:
+            if new_bias is not None and new_bias.dim() == 0:
+                new_bias = new_bias.expand(out).clone()
             return [*ops[:-1], replace(last, weight=_scale_out(last.weight, scale), bias=new_bias)]
     return [*ops, affine]

@@ -496,10 +496,18 @@ def _module_rule(m: nn.Module) -> Rule | None:
     return None
 
 
+class _Tracer(fx.Tracer):
+    """fx tracer that keeps every module with a conversion rule (e.g. ``ClipFloor``) as one node."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _module_rule(m) is not None or super().is_leaf_module(m, qualname)
+
+
 def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """torch.fx trace of ``model`` with a clear error when Python control flow prevents it."""
     try:
-        return fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
     except Exception as e:  # fx raises many exception types for untraceable code
         raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {e}") from None
 

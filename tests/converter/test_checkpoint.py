@@ -1,0 +1,131 @@
+"""Checkpoints round-trip exactly; every corrupt, truncated, tampered or wrong-version file is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from converter import CheckpointError, convert, load
+from tests.converter.nets import NetConfig, images, make_net
+
+
+@pytest.fixture(scope="module")
+def net():
+    x = images(8)
+    return convert(
+        make_net(NetConfig(pool="max")),
+        x,
+        T=8,
+        name="tiny",
+        labels=list("abcde"),
+        provenance={"dataset": "synthetic"},
+    )
+
+
+@pytest.mark.parametrize("layout", ["dir", "tiny.safetensors"])
+def test_round_trip(net, tmp_path, layout):
+    path = tmp_path / layout
+    manifest = net.save(path)
+    again = load(path)
+    x = images(5, seed=3)
+    a, b = net.run(x), again.run(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.synaptic_additions, b.synaptic_additions)
+    assert again.labels == list("abcde") and again.name == "tiny" and again.T == 8
+    assert again.manifest["provenance"]["dataset"] == "synthetic"
+    assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 1
+
+
+def _dir(net, tmp_path):
+    path = tmp_path / "ck"
+    net.save(path)
+    return path
+
+
+def test_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load(tmp_path / "nope")
+
+
+def test_missing_weights(net, tmp_path):
+    path = _dir(net, tmp_path)
+    (path / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="weights.safetensors is missing"):
+        load(path)
+
+
+def test_truncated_weights(net, tmp_path):
+    path = _dir(net, tmp_path)
+    w = path / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load(path)
+
+
+def test_garbage_weights(net, tmp_path):
+    path = _dir(net, tmp_path)
+    (path / "weights.safetensors").write_bytes(b"\x80\x04pickle-ish garbage")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load(path)
+
+
+def test_tampered_weights(net, tmp_path):
+    path = _dir(net, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    from safetensors.torch import load_file
+
+    tensors = load_file(path / "weights.safetensors")
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] + 1e-3
+    save_file(tensors, path / "weights.safetensors")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load(path)
+    assert manifest["weights_sha256"]  # the manifest itself was left untouched
+
+
+def test_tampered_manifest_hash(net, tmp_path):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["weights_sha256"] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load(path)
+
+
+def test_corrupt_manifest(net, tmp_path):
+    path = _dir(net, tmp_path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load(path)
+
+
+def test_wrong_schema_version(net, tmp_path):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="schema version 99"):
+        load(path)
+
+
+def test_inconsistent_manifest(net, tmp_path):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    del m["graph"]
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="incomplete or inconsistent"):
+        load(path)
+
+
+def test_plain_safetensors_without_manifest(tmp_path):
+    f = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, f)
+    with pytest.raises(CheckpointError, match="without a TSC manifest"):
+        load(f)
+
+
+def test_not_a_checkpoint_dir(tmp_path):
+    with pytest.raises(CheckpointError, match="manifest.json is missing"):
+        load(tmp_path)

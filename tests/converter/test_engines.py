@@ -1,0 +1,85 @@
+"""The fast (closed-form) and stepped (event) engines agree exactly in float64 (spec section 7)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from converter import convert
+from tests.converter.nets import NetConfig, images, make_net
+
+configs = st.builds(
+    NetConfig,
+    channels=st.integers(1, 4),
+    kernel=st.sampled_from([1, 3]),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    bias=st.booleans(),
+    batchnorm=st.booleans(),
+    residual=st.booleans(),
+    pool=st.sampled_from(["avg", "max", "none"]),
+    size=st.sampled_from([6, 8]),
+)
+
+
+def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = False):
+    x = images(4, cfg.size, seed)
+    net = convert(make_net(cfg, seed), x, T=T, shift=shift, percentile=99.0, per_channel=per_channel)
+    net = net.to(torch.float64)
+    fast = net.run(x.double(), "fast", keep_durations=True)
+    stepped = net.run(x.double(), "stepped", keep_durations=True)
+    return net, fast, stepped
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cfg=configs,
+    seed=st.integers(0, 10_000),
+    T=st.sampled_from([1, 2, 3, 5, 8]),
+    shift=st.sampled_from([0, 0.5]),
+    per_channel=st.booleans(),
+)
+def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
+    net, fast, stepped = _both(cfg, seed, T, shift, per_channel)
+    assert fast.durations.keys() == stepped.durations.keys()
+    for name in fast.durations:
+        assert torch.equal(fast.durations[name], stepped.durations[name]), name
+    torch.testing.assert_close(fast.logits, stepped.logits, rtol=1e-9, atol=1e-9)
+    for a, b in zip(fast.layers, stepped.layers, strict=True):
+        assert a.name == b.name
+        assert torch.equal(a.spikes, b.spikes), a.name
+        assert torch.equal(a.synaptic_additions, b.synaptic_additions), a.name
+        assert a.neuron_updates == b.neuron_updates
+    assert fast.timesteps == stepped.timesteps == net.graph.depth * T
+
+
+def test_durations_are_tsc_codes():
+    net, fast, _ = _both(NetConfig(), 3, 8, 0.5)
+    for d in fast.durations.values():
+        assert torch.equal(d, d.round()) and d.min() >= 0 and d.max() <= 8
+    # input pixels: d = floor(T * x + s)
+    x = images(4, 8, 3).double()
+    assert torch.equal(fast.durations["input"], torch.clamp(torch.floor(8 * x + 0.5), 0, 8))
+
+
+def test_spikes_are_two_per_active_neuron():
+    net, fast, _ = _both(NetConfig(pool="max"), 5, 4, 0.0)
+    for layer in fast.layers:
+        if layer.kind in ("input", "neuron"):
+            active = (fast.durations[layer.name].flatten(1) > 0).sum(1)
+            assert torch.equal(layer.spikes, 2 * active), layer.name
+        else:
+            assert int(layer.spikes.sum()) == 0  # switches route spikes, they are not neurons
+
+
+def test_latency_counts_weight_layers_on_longest_path():
+    net, fast, _ = _both(NetConfig(residual=True), 0, 8, 0.5)
+    # conv1, conv2, conv3, fc: four weight layers; the residual shortcut adds no window
+    assert net.graph.depth == 4 and fast.timesteps == 32
+
+
+def test_neuron_updates_are_2T_per_neuron_and_T_per_output():
+    net, fast, _ = _both(NetConfig(), 1, 8, 0.5)
+    expected = sum(2 * 8 * p.size for p in net.graph.neurons) + 8 * net.graph.output.size
+    assert fast.neuron_updates == expected

@@ -1,0 +1,157 @@
+"""Tracing: every supported spelling converts to the same network; anything else is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converter import ConversionError, convert
+
+
+class Spellings(nn.Module):
+    """ReLU, flatten and residual add in their many spellings; dropout; inplace ops; mean pooling."""
+
+    def __init__(self, variant: int):
+        super().__init__()
+        self.variant = variant
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(0.5)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        v = self.variant
+        y = self.bn(self.conv(x))
+        if v % 5 == 0:
+            y = self.relu(y)
+        elif v % 5 == 1:
+            y = F.relu(y)
+        elif v % 5 == 2:
+            y = torch.relu(y)
+        elif v % 5 == 3:
+            y = y.relu()
+        else:
+            y = F.relu(y, inplace=True)
+        z = self.conv2(y)
+        z = z + y if v % 3 == 0 else torch.add(z, y) if v % 3 == 1 else z.add(y)
+        z = F.relu(z)
+        z = F.max_pool2d(z, 2)
+        z = self.drop(z)
+        if v % 5 == 0:
+            flat = torch.flatten(z, 1)
+        elif v % 5 == 1:
+            flat = z.view(z.size(0), -1)
+        elif v % 5 == 2:
+            flat = z.reshape(z.shape[0], -1)
+        elif v % 5 == 3:
+            flat = self.flatten(z)
+        else:
+            flat = z.flatten(1)
+        return self.fc(flat)
+
+
+def test_all_spellings_give_identical_networks():
+    torch.manual_seed(0)
+    base = Spellings(0).eval()
+    x = torch.rand(8, 3, 8, 8)
+    reference = convert(base, x, T=8).run(x).logits
+    for v in range(1, 6):
+        m = Spellings(v).eval()
+        m.load_state_dict(base.state_dict())
+        net = convert(m, x, T=8)
+        assert [p.kind for p in net.graph.populations] == ["input", "neuron", "neuron", "switch", "output"]
+        torch.testing.assert_close(net.run(x).logits, reference)
+
+
+def test_ann_engine_reproduces_the_model():
+    torch.manual_seed(0)
+    m = Spellings(2).eval()
+    x = torch.rand(8, 3, 8, 8)
+    net = convert(m, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, m(x), rtol=1e-5, atol=1e-5)
+
+
+class Bad(nn.Module):
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), act)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        return self.fc(self.block(x).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("act", "words"),
+    [
+        (nn.Sigmoid(), ["block.1", "Sigmoid"]),
+        (nn.LayerNorm([4, 6, 6]), ["block.1", "LayerNorm"]),
+        (nn.ReLU6(), ["block.1", "ReLU6"]),
+    ],
+)
+def test_unsupported_modules_are_named(act, words):
+    with pytest.raises(ConversionError) as e:
+        convert(Bad(act).eval(), torch.rand(2, 3, 8, 8))
+    for w in words:
+        assert w in str(e.value)
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc((y * torch.sigmoid(y)).flatten(1))
+
+
+def test_unsupported_functions_are_named():
+    with pytest.raises(ConversionError, match="sigmoid"):
+        convert(Gated().eval(), torch.rand(2, 3, 8, 8))
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow cannot be traced
+            x = x * 2
+        return self.fc(x.flatten(1))
+
+
+def test_untraceable_model_gets_a_clear_error():
+    with pytest.raises(ConversionError, match="torch.fx could not trace Branchy"):
+        convert(Branchy(), torch.rand(2, 3, 8, 8))
+
+
+def test_bad_calibration_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        convert(Branchy(), torch.rand(0, 3, 8, 8))
+
+
+class MaxBeforeRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(F.max_pool2d(self.conv(x), 2)).flatten(1))
+
+
+def test_max_pool_before_relu_becomes_neurons_then_switch():
+    torch.manual_seed(0)
+    m = MaxBeforeRelu().eval()
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(m, x, T=16)
+    assert [p.kind for p in net.graph.populations] == ["input", "neuron", "switch", "output"]
+    torch.testing.assert_close(net.run(x, "ann").logits, m(x), rtol=1e-5, atol=1e-5)
