@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from converter.engines.common import lam_view
-from converter.trace import Builder, Value, register_module, symbolic_trace
+from converter.calibrate import Calibration, calibrate
+from converter.trace import Builder, Value, register_module, symbolic_trace, trace_model
 
 
 class ClipFloor(nn.Module):
@@ -99,3 +100,16 @@ def clip_floor_model(
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+def clip_floor_init(
+    model: nn.Module,
+    images: Tensor,
+    T: int,
+    shift: float = 0.5,
+    percentile: float = 99.9,
+) -> fx.GraphModule:
+    """Clip-floor copy of a trained ``model`` whose clipping levels start at calibrated thresholds."""
+    graph, fixed = trace_model(model.eval(), images[:1])
+    lams, _ = calibrate(graph, images, Calibration("percentile", percentile), T, shift, skip=frozenset(fixed))
+    return clip_floor_model(model, T, shift, {**fixed, **lams})
