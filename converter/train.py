@@ -1,0 +1,306 @@
+"""Train a model on uint8 image tensors held on the device; resumable, safetensors checkpoints only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+from tqdm import tqdm
+
+from converter.datasets import ImageDataset, random_crop, random_flip, to_float
+
+SCHEDULES = ("cosine", "step", "constant")
+CHECKPOINT_FORMAT = "tsc-snn-train/1"
+
+
+class ResumeError(ValueError):
+    """An output folder holds a run that cannot be resumed with these settings."""
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * base_lr * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return base_lr * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    if schedule == "constant":
+        return base_lr
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def cpu_threads() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if one is set."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """bf16 autocast on CUDA when ``amp``; a disabled context elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (tensor cores), the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module,
+    dataset: ImageDataset,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    *,
+    amp: bool = False,
+) -> float:
+    """Top-1 accuracy (0..1) of ``model`` on ``dataset``, in eval mode; the model's mode is restored."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, len(dataset), batch_size):
+        images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
+        labels = dataset.labels[start : start + batch_size].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(to_float(images).contiguous(memory_format=_memory_format(device)))
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(dataset))
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """A digest of the model's state names and shapes, to refuse resuming into another architecture."""
+    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cpu_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies, as safetensors needs them."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write tensors (any device or layout) to a safetensors file atomically: temporary name, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(_cpu_state(tensors), str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary name and a rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``last.safetensors`` (weights, momentum buffers and the state as metadata), then ``state.json``."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for name, param in model.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            tensors[f"optimizer.momentum_buffer.{name}"] = buffer
+    text = json.dumps(state, indent=1)
+    save_safetensors(tensors, out_dir / "last.safetensors", {"format": CHECKPOINT_FORMAT, "state": text})
+    _atomic_write_text(out_dir / "state.json", text + "\n")
+
+
+def _resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, args: dict) -> dict | None:
+    """The saved state of a matching earlier run in ``out_dir`` (weights and momenta restored), or None."""
+    if not (out_dir / "state.json").is_file():
+        return None
+    saved = json.loads((out_dir / "state.json").read_text()).get("args", {})
+    if saved != args:
+        changed = sorted(k for k in {*saved, *args} if saved.get(k) != args.get(k))
+        raise ResumeError(
+            f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another output folder"
+        )
+    path = out_dir / "last.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["state"])
+        tensors = load_file(str(path))
+    except (OSError, KeyError, ValueError) as exc:
+        raise ResumeError(f"{path}: unreadable checkpoint ({exc}); delete {out_dir} to start over") from None
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    for name, param in model.named_parameters():
+        buffer = tensors.get(f"optimizer.momentum_buffer.{name}")
+        if buffer is not None:
+            optimizer.state[param]["momentum_buffer"] = torch.empty_like(param).copy_(buffer)
+    return state
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding of 4 px for 32 px images, an eighth of the side above) and flip."""
+    padding = 4 if images.shape[-1] <= 64 else images.shape[-1] // 8
+    return random_flip(random_crop(images, padding, generator), generator)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageDataset,
+    *,
+    epoch: int,
+    batch_size: int,
+    lr_for: Callable[[int], float],
+    cfg: dict,
+    device: torch.device,
+) -> dict:
+    """One pass over ``data``; returns loss, accuracy, last learning rate and images/s."""
+    model.train()
+    steps = max(1, len(data) // batch_size)
+    generator = torch.Generator(device=device).manual_seed(cfg["seed"] * 1_000_003 + epoch)
+    torch.manual_seed(cfg["seed"] * 1_000_003 + epoch)
+    order = torch.randperm(len(data), device=device, generator=generator)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, lr = 0, 0.0
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+    for step in bar:
+        index = order[step * batch_size : (step + 1) * batch_size]
+        images, labels = data.images[index], data.labels[index]
+        if cfg["augment"]:
+            images = _augment(images, generator)
+        inputs = to_float(images).contiguous(memory_format=_memory_format(device))
+        lr = lr_for((epoch - 1) * steps + step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with _autocast(device, cfg["amp"]):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg["label_smoothing"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+    train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+    seconds = time.perf_counter() - start
+    return {"lr": lr, "train_loss": train_loss, "train_acc": train_acc, "images_per_s": seen / seconds}
+
+
+def _format(record: dict, epochs: int) -> str:
+    """One log line for an epoch."""
+    test = "-" if record["test_acc"] is None else f"{100 * record['test_acc']:.2f}%"
+    return (
+        f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.4f}  loss {record['train_loss']:.4f}  "
+        f"train {100 * record['train_acc']:.2f}%  test {test}  {record['seconds']:.1f}s  "
+        f"{record['images_per_s']:.0f} img/s"
+    )
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    warmup_epochs: int = 1,
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    log: Callable[[str], object] = print,
+    augment: bool = True,
+    eval_every: int = 1,
+    amp: bool = True,
+    seed: int = 0,
+    label_smoothing: float = 0.0,
+    threads: int | None = None,
+) -> dict:
+    """Train all parameters of ``model`` in place with nesterov SGD; resumes a matching run in ``out_dir``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if epochs < 1 or batch_size < 1 or eval_every < 1 or len(train_set) == 0:
+        raise ValueError("epochs, batch_size, eval_every and the training set size must all be positive")
+    device = torch.device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(threads or cpu_threads())
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device=device, memory_format=_memory_format(device))
+    train_set, test_set = train_set.to(device), test_set.to(device)
+    steps = max(1, len(train_set) // batch_size)
+    args = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+        "weight_decay": weight_decay, "schedule": schedule, "warmup_epochs": warmup_epochs,
+        "augment": augment, "seed": seed, "label_smoothing": label_smoothing,
+        "train_size": len(train_set), "test_size": len(test_set), "model": _fingerprint(model),
+    }  # fmt: skip
+    cfg = {"seed": seed, "augment": augment, "amp": amp, "label_smoothing": label_smoothing}
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+    )
+    out = Path(out_dir) if out_dir is not None else None
+    state = {"epoch": 0, "history": [], "best_test_acc": None, "best_epoch": None, "args": args}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        resumed = _resume(out, model, optimizer, args)
+        if resumed is not None:
+            state = resumed
+            log(f"resuming {out} after epoch {state['epoch']}/{epochs}")
+
+    def lr_for(step: int) -> float:
+        return lr_at(step, epochs * steps, min(warmup_epochs * steps, epochs * steps), lr, schedule)
+
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        start = time.perf_counter()
+        record = {"epoch": epoch}
+        record |= _train_epoch(
+            model,
+            optimizer,
+            train_set,
+            epoch=epoch,
+            batch_size=batch_size,
+            lr_for=lr_for,
+            cfg=cfg,
+            device=device,
+        )
+        evaluate = epoch % eval_every == 0 or epoch == epochs
+        record["test_acc"] = evaluate_accuracy(model, test_set, 500, device) if evaluate else None
+        record["seconds"] = time.perf_counter() - start
+        state["history"].append(record)
+        state["epoch"] = epoch
+        if record["test_acc"] is not None and record["test_acc"] > (state["best_test_acc"] or -1.0):
+            state["best_test_acc"], state["best_epoch"] = record["test_acc"], epoch
+            if out is not None:
+                meta = {"format": CHECKPOINT_FORMAT, "epoch": str(epoch), "test_acc": str(record["test_acc"])}
+                save_safetensors(model.state_dict(), out / "best.safetensors", meta)
+        if out is not None:
+            _save_checkpoint(out, model, optimizer, state)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        log(_format(record, epochs))
+    history = state["history"]
+    return {
+        "history": history,
+        "best_test_acc": state["best_test_acc"],
+        "best_epoch": state["best_epoch"],
+        "final_test_acc": history[-1]["test_acc"] if history else None,
+    }

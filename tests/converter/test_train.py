@@ -1,0 +1,204 @@
+"""Training loop, checkpoints and resume, learning-rate schedule, and the ``train`` command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from converter.cli import main
+from converter.datasets import ImageDataset, synthetic_dataset
+from converter.models import Normalize
+from converter.train import ResumeError, cpu_threads, evaluate_accuracy, lr_at, train
+
+SPEC = "synthetic:classes=4,n=48,size=32,test_n=16"
+
+
+class ScaledReLU(nn.Module):
+    """A ReLU with a learnable output scale, standing in for the lead's trainable clip-floor activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * self.scale
+
+
+def tiny_model(classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        ScaledReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, classes),
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    shape = (3, 16, 16)
+    return synthetic_dataset(256, 4, shape, seed=1), synthetic_dataset(64, 4, shape, seed=1, split="test")
+
+
+def test_lr_schedule():
+    assert lr_at(0, 100, 10, 0.1, "cosine") == pytest.approx(0.01)
+    assert lr_at(9, 100, 10, 0.1, "cosine") == pytest.approx(0.1)
+    assert lr_at(10, 100, 10, 0.1, "cosine") == pytest.approx(0.1)
+    assert lr_at(55, 100, 10, 0.1, "cosine") == pytest.approx(0.05)
+    assert lr_at(99, 100, 10, 0.1, "cosine") < 1e-3
+    assert lr_at(0, 100, 0, 0.1, "step") == pytest.approx(0.1)
+    assert lr_at(60, 100, 0, 0.1, "step") == pytest.approx(0.01)
+    assert lr_at(80, 100, 0, 0.1, "step") == pytest.approx(0.001)
+    assert lr_at(50, 100, 0, 0.1, "constant") == 0.1
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(50, 100, 0, 0.1, "linear")
+
+
+def test_training_learns_and_trains_every_parameter(data):
+    train_set, test_set = data
+    model = tiny_model()
+    scale_before = model[3].scale.item()
+    lines = []
+    result = train(model, train_set, test_set, epochs=6, batch_size=32, lr=0.05, log=lines.append)
+    assert result["final_test_acc"] >= 0.9
+    assert result["best_test_acc"] >= result["final_test_acc"]
+    assert len(result["history"]) == 6 and len(lines) == 6
+    assert lines[0].startswith("epoch 1/6  lr ") and "img/s" in lines[0]
+    assert model[3].scale.item() != scale_before
+    assert evaluate_accuracy(model, test_set, batch_size=7) == pytest.approx(result["final_test_acc"])
+
+
+def test_evaluate_accuracy_restores_mode():
+    class Oracle(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.one_hot((x[:, 0, 0, 0] * 255).round().long() % 3, 3).float()
+
+    images = (
+        torch.tensor([0, 1, 2, 3, 4, 5], dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 3, 2, 2).contiguous()
+    )
+    dataset = ImageDataset(images, torch.tensor([0, 1, 2, 0, 0, 0]), ["a", "b", "c"])
+    model = Oracle().train()
+    assert evaluate_accuracy(model, dataset, batch_size=4) == pytest.approx(4 / 6)
+    assert model.training
+
+
+def test_checkpoints_and_logs(tmp_path, data):
+    train_set, test_set = data
+    model = tiny_model()
+    train(
+        model,
+        train_set,
+        test_set,
+        epochs=3,
+        batch_size=64,
+        eval_every=2,
+        out_dir=tmp_path,
+        log=lambda _: None,
+    )
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 3 and [h["test_acc"] is None for h in state["history"]] == [True, False, False]
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
+    tensors = load_file(str(tmp_path / "last.safetensors"))
+    assert "model.1.weight" in tensors and "optimizer.momentum_buffer.1.weight" in tensors
+    assert "optimizer.momentum_buffer.3.scale" in tensors
+    best = load_file(str(tmp_path / "best.safetensors"))
+    assert set(best) == set(model.state_dict())
+    with safe_open(str(tmp_path / "best.safetensors"), "pt") as f:
+        assert int(f.metadata()["epoch"]) == state["best_epoch"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_continues_exactly(tmp_path, data):
+    train_set, test_set = data
+    train_set = train_set.subset(128)
+    settings = {"epochs": 3, "batch_size": 32, "lr": 0.05}
+    straight = tiny_model()
+    reference = train(straight, train_set, test_set, **settings, log=lambda _: None)
+
+    def stop_after_two(line: str) -> None:
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), train_set, test_set, **settings, out_dir=tmp_path, log=stop_after_two)
+    lines = []
+    resumed_model = tiny_model()
+    resumed = train(resumed_model, train_set, test_set, **settings, out_dir=tmp_path, log=lines.append)
+    assert lines[0].startswith("resuming") and len(lines) == 2
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in reference["history"]]
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=0, atol=0)
+    with pytest.raises(ResumeError, match="lr"):
+        train(tiny_model(), train_set, test_set, epochs=3, batch_size=32, lr=0.1, out_dir=tmp_path)
+
+
+def test_cpu_threads():
+    assert cpu_threads() >= 1
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _train_cli(tmp_path, *extra: str) -> int:
+    argv = ["train", "--model", "resnet20", "--data", SPEC, "--epochs", "1", "--batch-size", "16"]
+    return main([*argv, "--out", str(tmp_path / "run"), "--no-cache", *extra])
+
+
+def test_cli_trains_and_writes_model_files(tmp_path, capsys):
+    assert _train_cli(tmp_path, "--json", "--limit-train", "32") == 0
+    summary = json.loads(capsys.readouterr().out)
+    run = tmp_path / "run"
+    assert json.loads((run / "model.json").read_text()) == summary
+    assert summary["model"] == "resnet20" and summary["num_classes"] == 4 and summary["train_size"] == 32
+    assert summary["classes"] == ["class0", "class1", "class2", "class3"] and summary["dataset"] == SPEC
+    weights = load_file(str(run / "model.safetensors"))
+    assert weights["fc.weight"].shape == (4, 64)
+    init = ["--init", str(run / "model.safetensors"), "--num-classes", "4", "--out", str(tmp_path / "b")]
+    assert (
+        main(["train", "--model", "resnet20", "--data", SPEC, "--epochs", "1", "--limit-train", "16", *init])
+        == 0
+    )
+    capsys.readouterr()
+    assert _train_cli(tmp_path, "--limit-train", "32", "--lr", "0.5") == 2
+    assert "other settings (lr)" in capsys.readouterr().err
+    assert _train_cli(tmp_path, "--limit-train", "32", "--lr", "0.5", "--restart") == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "/no/such/place"], "/no/such/place"),
+        (["--model", "resnet99"], "invalid choice: 'resnet99'"),
+        (["--epochs", "zero"], "expected int"),
+        (["--lr", "0"], "must be > 0"),
+        (["--data", "synthetic:classes=4,n=8,size=16"], "expects 3x32x32"),
+        (["--init", "/no/weights.safetensors"], "/no/weights.safetensors"),
+        (["--num-classes", "2"], "too few"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
+    argv = {"--model": "resnet20", "--data": SPEC, "--epochs": "1", "--out": str(tmp_path / "x")}
+    argv.update(dict(zip(args[::2], args[1::2], strict=True)))
+    assert main(["train", *[x for pair in argv.items() for x in pair], "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_help(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--limit-train" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "required: COMMAND" in capsys.readouterr().err
