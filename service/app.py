@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import __version__
+from service.auth import require_api_key
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import RequestMetricsMiddleware
@@ -25,7 +26,11 @@ energy estimate with its constants named. `compare=true` adds the ANN's and a ra
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; its lifespan starts the worker threads and loads every checkpoint of TSC_MODEL_DIR."""
+    """Build the app; its lifespan starts the worker threads and loads every checkpoint of TSC_MODEL_DIR.
+
+    Classify and model routes need TSC_API_KEY when one is set (and only then does OpenAPI declare it);
+    health, metrics and the docs stay open for probes and scrapers.
+    """
     runtime = Runtime(settings or Settings())
 
     @asynccontextmanager
@@ -46,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     install_error_handlers(app)
-    for router in (classify.router, models.router, health.router, metrics.router):
+    protected = [Depends(require_api_key)] if runtime.settings.api_key is not None else []
+    for router in (classify.router, models.router):
+        app.include_router(router, dependencies=protected)
+    for router in (health.router, metrics.router):
         app.include_router(router)
     return app

@@ -22,10 +22,9 @@ async def require_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     header: Annotated[str | None, Depends(header_scheme)],
 ) -> None:
-    """Let the request through when no key is configured or the right one is sent; else raise Unauthorized."""
+    """Let the request through when it carries TSC_API_KEY; else raise Unauthorized."""
     expected = runtime.settings.api_key
-    if expected is None:
-        return
+    assert expected is not None, "installed only when TSC_API_KEY is set"
     given = bearer.credentials if bearer is not None else header
     if given is None:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
@@ -59,6 +59,8 @@ def decode_image(
         raise PayloadTooLarge(f"the image is too large to decode: {exc}") from exc
     except PayloadTooLarge:
         raise
+    except UnidentifiedImageError as exc:
+        raise InvalidImage(f"the {fmt} header is corrupt") from exc
     except Exception as exc:  # Pillow raises many types on hostile input; all mean "cannot decode"
         raise InvalidImage(f"cannot decode the {fmt} image: {exc}") from exc
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8))

@@ -36,11 +36,29 @@ class Network(Protocol):
 
 
 @dataclass(frozen=True)
-class ImageResult:
-    """Class probabilities of one image and its operation counts (``RunResult.image``)."""
+class LayerFigures:
+    """One population's counts for one image."""
 
+    name: str
+    kind: str
+    neurons: int
+    spikes: int
+    synaptic_additions: int
+    neuron_updates: int
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's class probabilities and operation counts from one engine."""
+
+    engine: str
     probabilities: list[float]
-    counts: dict[str, Any]
+    timesteps: int
+    spikes: int
+    synaptic_additions: int
+    memory_accesses: int
+    neuron_updates: int
+    layers: list[LayerFigures]
 
 
 def run_batch(net: Network, images: torch.Tensor, engine: str, rate_steps: int) -> list[ImageResult]:
@@ -49,7 +67,25 @@ def run_batch(net: Network, images: torch.Tensor, engine: str, rate_steps: int) 
     with torch.inference_mode():
         result = net.run(images, engine=engine, **kwargs)
         probabilities = torch.softmax(result.logits.double(), dim=1).tolist()
-    return [ImageResult(p, result.image(i)) for i, p in enumerate(probabilities)]
+    spikes, additions = result.spikes.tolist(), result.synaptic_additions.tolist()
+    memory = result.memory_accesses.tolist()
+    layers = [(layer, layer.spikes.tolist(), layer.synaptic_additions.tolist()) for layer in result.layers]
+    return [
+        ImageResult(
+            engine=result.engine,
+            probabilities=p,
+            timesteps=result.timesteps,
+            spikes=spikes[i],
+            synaptic_additions=additions[i],
+            memory_accesses=memory[i],
+            neuron_updates=result.neuron_updates,
+            layers=[
+                LayerFigures(layer.name, layer.kind, layer.neurons, s[i], a[i], layer.neuron_updates)
+                for layer, s, a in layers
+            ],
+        )
+        for i, p in enumerate(probabilities)
+    ]
 
 
 def warm_up(net: Network) -> None:

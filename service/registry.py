@@ -99,11 +99,14 @@ class ModelStore:
                 continue
             infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
             batcher = Batcher(
-                name, infer, executor, self.metrics,
+                name,
+                infer,
+                executor,
+                self.metrics,
                 max_batch_size=self.settings.max_batch_size,
                 max_delay_s=self.settings.max_batch_delay_ms / 1000,
                 max_queue_size=self.settings.max_queue_size,
-            )  # fmt: skip
+            )
             self.models[name] = ServedModel(name, path, net, batcher)
             self.metrics.models_loaded.set(len(self.models))
             log.info(

@@ -41,28 +41,28 @@ def classification(
 ) -> Classification:
     """The answer for one image: ``outcomes`` holds its SNN run, then its ANN and rate runs when compared."""
     net, snn = served.net, outcomes[0]
-    counts = snn.result.counts
-    layers = [LayerSpikes.model_validate(layer) for layer in counts["layers"]]
+    result = snn.result
+    layers = [LayerSpikes.model_validate(layer, from_attributes=True) for layer in result.layers]
     neurons = sum(layer.neurons for layer in layers)
-    snn_pj = snn_energy_pj(counts["synaptic_additions"], counts["neuron_updates"])
+    snn_pj = snn_energy_pj(result.synaptic_additions, result.neuron_updates)
     ann_pj = ann_energy_pj(net.ann_macs)
-    predictions = top_k(snn.result.probabilities, net.labels, top)
+    predictions = top_k(result.probabilities, net.labels, top)
     return Classification(
         filename=filename,
-        model=ModelRef(name=served.name, version=net.version, T=net.T, engine=counts["engine"]),
+        model=ModelRef(name=served.name, version=net.version, T=net.T, engine=result.engine),
         predictions=predictions,
         latency=Latency(
-            timesteps=counts["timesteps"],
+            timesteps=result.timesteps,
             server_ms=server_ms,
             queue_ms=snn.queue_s * 1000,
             inference_ms=snn.inference_s * 1000,
             batch_size=snn.batch_size,
         ),
-        spikes=Spikes(total=counts["spikes"], per_neuron=counts["spikes"] / max(neurons, 1), layers=layers),
+        spikes=Spikes(total=result.spikes, per_neuron=result.spikes / neurons, layers=layers),
         operations=Operations(
-            synaptic_additions=counts["synaptic_additions"],
-            memory_accesses=counts["memory_accesses"],
-            neuron_updates=counts["neuron_updates"],
+            synaptic_additions=result.synaptic_additions,
+            memory_accesses=result.memory_accesses,
+            neuron_updates=result.neuron_updates,
             ann_macs=net.ann_macs,
             energy=Energy(
                 snn_pj=snn_pj,
@@ -83,7 +83,7 @@ def _comparison(
     served: ServedModel, outcomes: list[Outcome[ImageResult]], top: int, snn_top1: int
 ) -> Comparison:
     ann, rate = (outcome.result for outcome in outcomes)
-    labels, counts = served.net.labels, rate.counts
+    labels = served.net.labels
     ann_predictions = top_k(ann.probabilities, labels, top)
     rate_predictions = top_k(rate.probabilities, labels, top)
     return Comparison(
@@ -96,11 +96,11 @@ def _comparison(
         rate=RateFigures(
             predictions=rate_predictions,
             agrees=rate_predictions[0].index == snn_top1,
-            timesteps=counts["timesteps"],
-            spikes=counts["spikes"],
-            synaptic_additions=counts["synaptic_additions"],
-            neuron_updates=counts["neuron_updates"],
-            energy_pj=snn_energy_pj(counts["synaptic_additions"], counts["neuron_updates"]),
+            timesteps=rate.timesteps,
+            spikes=rate.spikes,
+            synaptic_additions=rate.synaptic_additions,
+            neuron_updates=rate.neuron_updates,
+            energy_pj=snn_energy_pj(rate.synaptic_additions, rate.neuron_updates),
         ),
     )
 

@@ -15,7 +15,7 @@ from service.images import decode_image
 from service.inference import InputSpec
 from service.metrics import Metrics
 from service.registry import ModelStore
-from service.settings import Settings
+from service.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Runtime:
         self._inference = ThreadPoolExecutor(
             1, "tsc-infer", initializer=torch.set_num_threads, initargs=(threads,)
         )
-        self._decoding = ThreadPoolExecutor(threads, "tsc-decode")
+        self._decoding = ThreadPoolExecutor(available_cores(), "tsc-decode")
         self._loading = asyncio.get_running_loop().create_task(self.store.load_all(self._inference))
         log.info("torch uses %d threads; loading models from %s", threads, self.settings.model_dir)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
 from service.registry import MODEL_NAME_PATTERN
@@ -33,6 +34,20 @@ class ClassifyOptions(BaseModel):
     )
     compare: bool = Field(
         False, description="Also run the ANN and a rate-coded SNN on the image and report them."
+    )
+
+
+class ClassifyForm(ClassifyOptions):
+    """Multipart body of /classify: the image, and any option as a form field."""
+
+    file: UploadFile = File(description="JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode.")
+
+
+class BatchForm(ClassifyOptions):
+    """Multipart body of /classify/batch: the images, each a 'files' part, and any option as a form field."""
+
+    files: list[UploadFile] = File(
+        min_length=1, description="Images to classify, in the order results come back."
     )
 
 

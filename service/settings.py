@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="Most images the dynamic batcher runs together.")
     max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
     max_queue_size: int = Field(256, ge=1, description="Images waiting per model before 503 queue_full.")
-    torch_threads: int = Field(default_factory=available_cores, ge=1, description="Intra-op torch threads.")
+    torch_threads: int = Field(
+        default_factory=lambda: max(1, available_cores() - 1),
+        ge=1,
+        description="Intra-op torch threads; the default leaves one core to HTTP and decoding.",
+    )
     api_key: SecretStr | None = Field(None, description="When set, classify and model routes need it.")
     rate_steps: int = Field(256, ge=1, description="Time steps of the rate-coded run of compare=true.")
     graceful_timeout_s: float = Field(30.0, gt=0, description="Time in-flight requests get at shutdown.")

@@ -6,42 +6,36 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 
-from service.auth import require_api_key
 from service.errors import PayloadTooLarge
 from service.reports import classification
 from service.routers.responses import errors
 from service.runtime import Runtime, RuntimeDep
-from service.schemas import BatchClassification, Classification, ClassifyOptions
+from service.schemas import BatchClassification, BatchForm, Classification, ClassifyForm, ClassifyOptions
 
-router = APIRouter(tags=["classify"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["classify"])
 ERRORS = errors(400, 401, 404, 413, 415, 422, 503)
 COMPARED_ENGINES = ("ann", "rate")
+QueryOptions = Annotated[ClassifyOptions, Query()]
 
 
-def classify_options(
-    query: Annotated[ClassifyOptions, Query()], form: Annotated[ClassifyOptions, Form()]
-) -> ClassifyOptions:
+def _options(query: ClassifyOptions, form: ClassifyOptions) -> ClassifyOptions:
     """Options from the query string and the form, the form's winning where both give one."""
-    given = query.model_dump(exclude_unset=True) | form.model_dump(exclude_unset=True)
+    fields = set(ClassifyOptions.model_fields)
+    given = query.model_dump(exclude_unset=True) | form.model_dump(include=fields, exclude_unset=True)
     return ClassifyOptions.model_validate(given)
-
-
-OptionsDep = Annotated[ClassifyOptions, Depends(classify_options)]
 
 
 @router.post("/classify", responses=ERRORS)
 async def classify(
     request: Request,
     runtime: RuntimeDep,
-    file: Annotated[
-        UploadFile, File(description="JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode.")
-    ],
-    options: OptionsDep,
+    query: QueryOptions,
+    form: Annotated[ClassifyForm, Form(media_type="multipart/form-data")],
 ) -> Classification:
     """Classify one image; the answer carries its latency, spikes, operations and energy estimate."""
-    (result,) = await _classify(request, runtime, [file], options)
+    (result,) = await _classify(request, runtime, [form.file], _options(query, form))
     return result
 
 
@@ -49,15 +43,15 @@ async def classify(
 async def classify_batch(
     request: Request,
     runtime: RuntimeDep,
-    files: Annotated[list[UploadFile], File(description="Images to classify, each as a 'files' part.")],
-    options: OptionsDep,
+    query: QueryOptions,
+    form: Annotated[BatchForm, Form(media_type="multipart/form-data")],
 ) -> BatchClassification:
     """Classify several images in one request: one result each, in upload order (one bad file fails all)."""
-    if len(files) > runtime.settings.max_batch_files:
+    if len(form.files) > runtime.settings.max_batch_files:
         raise PayloadTooLarge(
-            f"{len(files)} files sent; at most {runtime.settings.max_batch_files} per request"
+            f"{len(form.files)} files sent; at most {runtime.settings.max_batch_files} per request"
         )
-    return BatchClassification(results=await _classify(request, runtime, files, options))
+    return BatchClassification(results=await _classify(request, runtime, form.files, _options(query, form)))
 
 
 async def _classify(
@@ -72,9 +66,9 @@ async def _classify(
     for engine, outcomes in zip(engines, per_engine, strict=True):
         if engine != "ann":
             for outcome in outcomes:
-                metrics.spikes.labels(served.name, engine).observe(outcome.result.counts["spikes"])
+                metrics.spikes.labels(served.name, engine).observe(outcome.result.spikes)
                 metrics.synaptic_additions.labels(served.name, engine).observe(
-                    outcome.result.counts["synaptic_additions"]
+                    outcome.result.synaptic_additions
                 )
     server_ms = (time.perf_counter() - request.state.started) * 1000
     return [

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 
-from service.auth import require_api_key
 from service.registry import MODEL_NAME_PATTERN
 from service.reports import model_detail, model_summary
 from service.routers.responses import errors
 from service.runtime import RuntimeDep
 from service.schemas import ModelDetail, ModelList, V2ModelMetadata, V2ModelReady, V2Tensor
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["models"])
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="A name from GET /models.")]
 
 

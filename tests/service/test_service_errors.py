@@ -152,8 +152,10 @@ async def test_401_when_an_api_key_is_set(model_dir: Path, png: bytes) -> None:
         assert (await client.get("/models", headers={"Authorization": "Bearer s3cret"})).status_code == 200
         ok = await client.post("/classify", files=upload(png), headers={"X-API-Key": "s3cret"})
         assert ok.status_code == 200
-        for open_path in ("/livez", "/readyz", "/v2/health/ready", "/metrics", "/openapi.json"):
+        for open_path in ("/livez", "/readyz", "/v2/health/ready", "/metrics", "/docs"):
             assert (await client.get(open_path)).status_code == 200, open_path
+        schemes = (await client.get("/openapi.json")).json()["components"]["securitySchemes"]
+        assert set(schemes) == {"HTTPBearer", "APIKeyHeader"}
 
 
 async def test_503_when_no_model_can_be_loaded(tmp_path: Path, png: bytes) -> None:

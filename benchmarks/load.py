@@ -1,0 +1,159 @@
+"""Load test: a real ``python -m service`` under concurrency 1, 8 and 32, against the raw engine.
+
+    python -m benchmarks.load                       # converts an untrained resnet20 (T=8) and serves it
+    python -m benchmarks.load --model-dir models    # the checkpoints of the repository
+    python -m benchmarks.load --duration 20 --concurrency 1 8 32 64 --json results.json
+
+For each concurrency it prints requests, errors, throughput, p50/p95/p99 latency and the mean server batch
+size, then the server's RSS before and after, and the ratio of HTTP throughput to the raw engine throughput
+(``net.run`` on full batches, in this process, with the same torch threads) measured in the same run.
+Target: HTTP/raw >= 0.5 with batching, zero errors. Exit status 1 when any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from PIL import Image
+
+from benchmarks.harness import Server, add_model_arguments, model_dir, serve
+from converter import load
+from service.registry import discover
+from service.settings import Settings
+
+
+def raw_throughput(checkpoint: Path, batch_size: int, seconds: float, threads: int) -> float:
+    """Images per second of ``net.run(engine="fast")`` on full batches, no HTTP, no decoding."""
+    torch.set_num_threads(threads)
+    net = load(checkpoint)
+    spec = net.input_spec
+    images = torch.rand(batch_size, spec.channels, spec.height, spec.width)
+    net.run(images[:1])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        net.run(images)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def test_image(side: int) -> bytes:
+    """A JPEG photo-sized upload (so decoding and resizing are part of the cost)."""
+    pixels = (torch.rand(side, side, 3) * 255).to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def hammer(
+    server: Server, image: bytes, params: dict[str, str], concurrency: int, seconds: float
+) -> dict:
+    """``concurrency`` clients posting /classify back to back for ``seconds``; latency and error figures."""
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/classify", params=params, files={"file": ("x.jpg", image)})
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                if response.status_code != 200:
+                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+                batch_sizes.append(response.json()["latency"]["batch_size"])
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": quantiles[49] * 1000,
+        "p95_ms": quantiles[94] * 1000,
+        "p99_ms": quantiles[98] * 1000,
+        "mean_batch": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
+    }
+
+
+def main() -> int:
+    """Run the benchmark and print its table; 1 when any request failed."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batch-size", type=int, default=32, help="TSC_MAX_BATCH_SIZE of the server")
+    parser.add_argument("--delay-ms", type=float, default=5.0, help="TSC_MAX_BATCH_DELAY_MS of the server")
+    parser.add_argument("--threads", type=int, default=Settings().torch_threads, help="TSC_TORCH_THREADS")
+    parser.add_argument("--image-side", type=int, default=256, help="side of the uploaded JPEG")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        models = model_dir(args, Path(scratch))
+        found = discover(models)
+        name = args.model or next(iter(found))
+        env = {
+            "TSC_DEFAULT_MODEL": name,
+            "TSC_MAX_BATCH_SIZE": str(args.batch_size),
+            "TSC_MAX_BATCH_DELAY_MS": str(args.delay_ms),
+            "TSC_TORCH_THREADS": str(args.threads),
+            "TSC_MAX_QUEUE_SIZE": str(max(256, 2 * max(args.concurrency))),
+        }
+        print(f"raw engine: {name}, batch {args.batch_size}, {args.threads} torch threads ...", flush=True)
+        raw = raw_throughput(found[name], args.batch_size, max(args.duration / 2, 3.0), args.threads)
+        raw_single = raw_throughput(found[name], 1, max(args.duration / 4, 2.0), args.threads)
+        with serve(models, env) as server:
+            rss_before = server.rss_mib()
+            image = test_image(args.image_side)
+            runs = []
+            for concurrency in args.concurrency:
+                print(f"concurrency {concurrency} for {args.duration:.0f} s ...", flush=True)
+                runs.append(asyncio.run(hammer(server, image, {"model": name}, concurrency, args.duration)))
+            rss_after = server.rss_mib()
+
+    print(
+        f"\nmodel {name}; raw engine {raw:.1f} img/s at batch {args.batch_size} ({raw_single:.1f} at batch 1)"
+    )
+    row = "{:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9}"
+    print(
+        row.format("conc", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch", "HTTP/raw")
+    )
+    for run in runs:
+        run["http_over_raw"] = run["throughput"] / raw
+        figures = [
+            run[key] for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "mean_batch", "http_over_raw")
+        ]
+        errors = sum(run["errors"].values())
+        print(row.format(run["concurrency"], run["requests"], errors, *(f"{x:.2f}" for x in figures)))
+    print(f"server RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+    failed = sum(sum(run["errors"].values()) for run in runs)
+    if args.json:
+        summary = {"model": name, "raw_img_s": raw, "raw_img_s_batch1": raw_single, "runs": runs}
+        args.json.write_text(json.dumps({**summary, "rss_mib": [rss_before, rss_after]}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
