@@ -59,8 +59,8 @@ def _autocast(device: torch.device, amp: bool) -> torch.autocast:
 
 
 def _memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (tensor cores), the default layout elsewhere."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    """channels_last: tensor cores on CUDA, and the faster oneDNN convolutions on CPU."""
+    return torch.channels_last
 
 
 @torch.no_grad()

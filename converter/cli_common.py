@@ -1,0 +1,129 @@
+"""Arguments and loaders shared by the convert, evaluate and sweep commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from converter.calibrate import METHODS
+from converter.cli import CommandError
+from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset
+from converter.trained import Trained, TrainedModelError, load_trained
+
+
+def int_list(text: str) -> list[int]:
+    """``"8,16,32"`` -> ``[8, 16, 32]`` (positive integers)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def method_list(text: str) -> list[tuple[str, float]]:
+    """``"max,percentile:99.9,search"`` -> ``[("max", 99.99), ("percentile", 99.9), ("search", 99.99)]``."""
+    out = []
+    for item in text.split(","):
+        name, _, pct = item.strip().partition(":")
+        if name not in METHODS:
+            raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        try:
+            out.append((name, float(pct) if pct else 99.99))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad percentile in {item!r}") from None
+    return out
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """Where the trained ANN comes from."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="output folder of `python -m converter train`")
+    src.add_argument("--weights", type=Path, help="safetensors state dict of a zoo model (with --model)")
+    src.add_argument("--factory", help="MODULE:FUNCTION returning a trained nn.Module (your own model)")
+    p.add_argument("--model", help="zoo model name for --weights")
+    p.add_argument("--num-classes", type=int, help="outputs of the zoo model (default: from the run or 10)")
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """Dataset selection."""
+    p.add_argument("--data", required=required, help=f"dataset spec: {SPEC_HELP}")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/datasets"), help="decoded-image cache")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test images (class-mixed subset)")
+
+
+def load_source(args: argparse.Namespace) -> Trained:
+    """The trained model the arguments name."""
+    if args.factory:
+        module, _, fn = args.factory.partition(":")
+        try:
+            model = getattr(importlib.import_module(module), fn)()
+        except (ImportError, AttributeError) as e:
+            raise CommandError(f"--factory {args.factory}: {e}") from None
+        if not isinstance(model, nn.Module):
+            raise CommandError(f"--factory {args.factory} returned {type(model).__name__}, not an nn.Module")
+        n = args.num_classes or 10
+        return Trained(model.eval(), fn, [str(i) for i in range(n)], None, {"factory": args.factory})
+    try:
+        return load_trained(args.run or args.weights, args.model, args.num_classes)
+    except TrainedModelError as e:
+        raise CommandError(str(e)) from None
+
+
+def load_split(args: argparse.Namespace, split: str, size: int | None = None) -> ImageDataset:
+    """One split of ``--data``."""
+    try:
+        return open_dataset(args.data, split, size=size, cache_dir=args.cache_dir)
+    except DatasetError as e:
+        raise CommandError(str(e)) from None
+
+
+def test_subset(args: argparse.Namespace, size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Test images and labels, limited by ``--limit`` to a reproducible class-mixed subset."""
+    data = load_split(args, "test", size)
+    if args.limit:
+        data = data.subset(args.limit, 0)
+    return data.images, data.labels
+
+
+def emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
+    """Print the human table, or JSON with ``--json``; also write ``--json-out`` when given."""
+    if getattr(args, "json_out", None):
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report) if args.json else text, file=sys.stdout)
+
+
+def table(report: dict[str, Any]) -> str:
+    """ANN vs TSC vs rate coding, one line each, then TSC per layer."""
+    lines = [f"{'run':<18}{'acc %':>8}{'steps':>8}{'spikes':>12}{'additions':>14}{'MACs':>14}"]
+    if "ann" in report:
+        a = report["ann"]
+        lines.append(f"{'ANN':<18}{100 * a['accuracy']:>8.2f}{'-':>8}{'-':>12}{'-':>14}{a['ann_macs']:>14,}")
+    if "tsc" in report:
+        t = report["tsc"]
+        lines.append(
+            f"{'TSC T=' + str(report['T']):<18}{100 * t['accuracy']:>8.2f}{t['timesteps']:>8}"
+            f"{t['spikes']:>12,.0f}{t['synaptic_additions']:>14,.0f}{'-':>14}"
+        )
+    for r in report.get("rate", []):
+        lines.append(
+            f"{'rate (' + str(r['images']) + ' img)':<18}{100 * r['accuracy']:>8.2f}{r['timesteps']:>8}"
+            f"{r['spikes']:>12,.0f}{r['synaptic_additions']:>14,.0f}{'-':>14}"
+        )
+    if "tsc" in report:
+        lines.append("")
+        lines.append(f"{'TSC layer':<24}{'kind':<8}{'neurons':>10}{'spikes':>12}{'additions':>14}")
+        for layer in report["tsc"]["layers"]:
+            lines.append(
+                f"{layer['name']:<24}{layer['kind']:<8}{layer['neurons']:>10,}{layer['spikes']:>12,.0f}"
+                f"{layer['synaptic_additions']:>14,.0f}"
+            )
+    return "\n".join(lines)

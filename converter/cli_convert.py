@@ -1,0 +1,97 @@
+"""``python -m converter convert``: trained ANN -> calibrated TSC-SNN checkpoint (optionally evaluated)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from converter.calibrate import METHODS
+from converter.cli import CommandError
+from converter.cli_common import (
+    add_data_args,
+    add_source_args,
+    emit,
+    int_list,
+    load_source,
+    load_split,
+    table,
+    test_subset,
+)
+from converter.datasets import to_float
+from converter.evaluate import evaluate
+from converter.network import convert
+
+
+def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``convert``."""
+    p = subparsers.add_parser("convert", help="convert a trained ANN into a TSC-SNN checkpoint")
+    add_source_args(p)
+    add_data_args(p)
+    p.add_argument("--T", type=int, default=16, help="steps per window (default 16)")
+    p.add_argument("--shift", type=float, default=0.5, choices=[0.0, 0.5], help="0.5 rounds to nearest")
+    p.add_argument("--method", choices=METHODS, default="percentile", help="threshold calibration")
+    p.add_argument("--percentile", type=float, default=99.99)
+    p.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    p.add_argument("--calibration-images", type=int, default=512, help="training images used to calibrate")
+    p.add_argument("--name", help="model name in the manifest (default: the output folder's name)")
+    p.add_argument("--version", default="1")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory, or a .safetensors file")
+    p.add_argument("--no-eval", action="store_true", help="skip measuring accuracy on the test split")
+    p.add_argument("--rate-steps", type=int_list, default=[], help="also measure rate coding, e.g. 64,256")
+    p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_convert)
+    return p
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Run ``convert``."""
+    if args.T < 1:
+        raise CommandError(f"--T must be positive, got {args.T}")
+    src = load_source(args)
+    train = load_split(args, "train")
+    if train.classes and len(train.classes) != len(src.classes) and not args.factory:
+        raise CommandError(f"the data has {len(train.classes)} classes, the model {len(src.classes)}")
+    calib = to_float(train.subset(args.calibration_images, 0).images)
+    labels = train.classes if train.classes else src.classes
+    provenance = {
+        "source_model": src.name,
+        "weights": str(args.run or args.weights or args.factory),
+        "dataset": args.data,
+        "calibration_images": int(calib.shape[0]),
+        "training": src.info,
+    }
+    try:
+        net = convert(
+            src.model,
+            calib,
+            T=args.T,
+            shift=args.shift,
+            method=args.method,
+            percentile=args.percentile,
+            per_channel=args.per_channel,
+            name=args.name or args.out.stem,
+            version=args.version,
+            labels=labels,
+            provenance=provenance,
+        )
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    report: dict = {"checkpoint": str(args.out)}
+    if not args.no_eval:
+        images, ys = test_subset(args)
+        report.update(
+            evaluate(net, images, ys, rate_steps=tuple(args.rate_steps), rate_images=args.rate_images)
+        )
+        net.accuracy = {
+            "dataset": args.data,
+            "split": "test",
+            "images": int(ys.numel()),
+            "ann": report["ann"]["accuracy"],
+            "tsc": {str(args.T): report["tsc"]["accuracy"]},
+            "rate": {str(r["timesteps"]): r["accuracy"] for r in report.get("rate", [])},
+        }
+    manifest = net.save(args.out)
+    report["weights_sha256"] = manifest["weights_sha256"]
+    emit(args, report, (table(report) + "\n\n" if "tsc" in report else "") + f"wrote {args.out}")
+    return 0

@@ -1,0 +1,140 @@
+"""``python -m converter evaluate`` (one checkpoint) and ``sweep`` (one ANN, several T and calibrations)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from converter.checkpoint import CheckpointError
+from converter.cli import CommandError
+from converter.cli_common import (
+    add_data_args,
+    add_source_args,
+    emit,
+    int_list,
+    load_source,
+    load_split,
+    method_list,
+    table,
+    test_subset,
+)
+from converter.datasets import to_float
+from converter.evaluate import evaluate
+from converter.network import ENGINES, convert, load
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``evaluate``."""
+    p = subparsers.add_parser("evaluate", help="ANN vs TSC vs rate coding: accuracy and operations per image")
+    p.add_argument("checkpoint", type=Path)
+    add_data_args(p)
+    p.add_argument("--engine", choices=[e for e in ENGINES if e != "ann"], default="fast")
+    p.add_argument(
+        "--rate-steps", type=int_list, default=[], help="rate-coded T_rate values, e.g. 64,256,1024"
+    )
+    p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``evaluate``."""
+    try:
+        net = load(args.checkpoint)
+    except CheckpointError as e:
+        raise CommandError(str(e)) from None
+    spec = net.input_spec
+    images, labels = test_subset(args, spec.height)
+    if tuple(images.shape[1:]) != (spec.channels, spec.height, spec.width):
+        raise CommandError(
+            f"test images are {tuple(images.shape[1:])}, the network takes "
+            f"{(spec.channels, spec.height, spec.width)}"
+        )
+    report = {"checkpoint": str(args.checkpoint), "model": net.name}
+    report.update(
+        evaluate(
+            net,
+            images,
+            labels,
+            engines=("ann", args.engine),
+            rate_steps=tuple(args.rate_steps),
+            rate_images=args.rate_images,
+            batch_size=args.batch_size,
+        )
+    )
+    emit(args, report, table(report))
+    return 0
+
+
+def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``sweep``."""
+    p = subparsers.add_parser("sweep", help="evaluate one ANN converted at several T and calibrations")
+    add_source_args(p)
+    add_data_args(p)
+    p.add_argument("--T", type=int_list, default=[4, 8, 16, 32, 64], help="windows, e.g. 4,8,16,32,64")
+    p.add_argument(
+        "--methods",
+        type=method_list,
+        default=[("percentile", 99.99)],
+        help="calibrations, e.g. max,percentile:99.9,percentile:99.99,search",
+    )
+    p.add_argument("--per-channel", action="store_true")
+    p.add_argument("--calibration-images", type=int, default=512)
+    p.add_argument("--rate-steps", type=int_list, default=[], help="rate-coded T_rate values")
+    p.add_argument("--rate-images", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+    p.set_defaults(func=run_sweep)
+    return p
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run ``sweep``: ANN once, TSC per (calibration, T), rate coding once."""
+    src = load_source(args)
+    calib = to_float(load_split(args, "train").subset(args.calibration_images, 0).images)
+    images, labels = test_subset(args)
+    report: dict = {"model": src.name, "dataset": args.data, "test_images": int(labels.numel()), "runs": []}
+    lines = []
+    for method, pct in args.methods:
+        net = None
+        for T in args.T:
+            if net is None or method == "search":  # max / percentile thresholds do not depend on T
+                net = convert(
+                    src.model, calib, T=T, method=method, percentile=pct, per_channel=args.per_channel
+                )
+            net = net.with_timesteps(T)
+            first = not report["runs"]
+            started = time.time()
+            r = evaluate(
+                net,
+                images,
+                labels,
+                engines=("ann", "fast") if first else ("fast",),
+                rate_steps=tuple(args.rate_steps) if first else (),
+                rate_images=args.rate_images,
+                batch_size=args.batch_size,
+            )
+            if first:
+                report["ann"], report["rate"] = r.pop("ann"), r.pop("rate", [])
+            r["seconds"] = round(time.time() - started, 1)
+            report["runs"].append(r)
+            lines.append(
+                f"{net.calibration['method']:<28} T={T:<4} steps={r['tsc']['timesteps']:<6} "
+                f"acc={100 * r['tsc']['accuracy']:6.2f}%  additions={r['tsc']['synaptic_additions']:,.0f}"
+            )
+    head = (
+        f"ANN accuracy {100 * report['ann']['accuracy']:.2f}% on {report['test_images']} images, "
+        f"{report['ann']['ann_macs']:,} MACs/image"
+    )
+    rate = [
+        f"rate T_rate={r['timesteps']:<5} acc={100 * r['accuracy']:6.2f}% on {r['images']} images  "
+        f"additions={r['synaptic_additions']:,.0f}"
+        for r in report["rate"]
+    ]
+    emit(args, report, "\n".join([head, *lines, *rate]))
+    return 0

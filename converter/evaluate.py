@@ -1,0 +1,101 @@
+"""Accuracy and per-image costs of ANN, TSC and rate-coded runs of one network on a labelled set."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from torch import Tensor
+from tqdm import tqdm
+
+from converter.datasets import to_float
+from converter.network import SpikingNetwork
+from converter.results import RunResult
+
+
+def _batches(images: Tensor, labels: Tensor, batch_size: int, desc: str) -> Iterator[tuple[Tensor, Tensor]]:
+    starts = range(0, images.shape[0], batch_size)
+    for s in tqdm(starts, desc=desc, disable=not sys.stderr.isatty(), leave=False):
+        yield to_float(images[s : s + batch_size]), labels[s : s + batch_size]
+
+
+class _Tally:
+    """Running sums of a sequence of RunResults: accuracy and mean counts, totals and per layer."""
+
+    def __init__(self) -> None:
+        self.n = self.correct = 0
+        self.sums: dict[str, float] = {}
+        self.layers: dict[str, dict[str, float]] = {}
+        self.last: RunResult | None = None
+
+    def add(self, res: RunResult, labels: Tensor) -> None:
+        self.n += labels.numel()
+        self.correct += int((res.logits.argmax(1) == labels).sum())
+        self.last = res
+        if res.engine == "ann":
+            return
+        for key in ("spikes", "synaptic_additions"):
+            self.sums[key] = self.sums.get(key, 0.0) + float(getattr(res, key).double().sum())
+        for layer in res.layers:
+            row = self.layers.setdefault(
+                layer.name,
+                {"kind": layer.kind, "neurons": layer.neurons, "spikes": 0.0, "synaptic_additions": 0.0},
+            )
+            row["spikes"] += float(layer.spikes.double().sum())
+            row["synaptic_additions"] += float(layer.synaptic_additions.double().sum())
+
+    def summary(self) -> dict:
+        res = self.last
+        assert res is not None
+        out = {
+            "images": self.n,
+            "accuracy": self.correct / max(1, self.n),
+            "timesteps": res.timesteps,
+            "ann_macs": res.ann_macs,
+        }
+        if res.engine != "ann":
+            mean = {k: v / self.n for k, v in self.sums.items()}
+            out.update(
+                spikes=mean["spikes"],
+                synaptic_additions=mean["synaptic_additions"],
+                memory_accesses=mean["synaptic_additions"],
+                neuron_updates=res.neuron_updates,
+                layers=[
+                    {
+                        "name": k,
+                        **{
+                            f: (v / self.n if f in ("spikes", "synaptic_additions") else v)
+                            for f, v in row.items()
+                        },
+                    }
+                    for k, row in self.layers.items()
+                ],
+            )
+        return out
+
+
+def evaluate(
+    net: SpikingNetwork,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    engines: tuple[str, ...] = ("ann", "fast"),
+    rate_steps: tuple[int, ...] = (),
+    rate_images: int | None = None,
+    batch_size: int = 250,
+) -> dict:
+    """Evaluate ``net`` on uint8 ``images`` [N, C, H, W]; rate coding on the first ``rate_images`` only."""
+    report: dict = {"T": net.T, "shift": net.shift, "calibration": net.calibration.get("method")}
+    for engine in engines:
+        tally = _Tally()
+        for x, y in _batches(images, labels, batch_size, engine):
+            tally.add(net.run(x, engine), y)
+        report["tsc" if engine in ("fast", "stepped") else engine] = tally.summary()
+    if rate_steps:
+        n = min(rate_images or images.shape[0], images.shape[0])
+        tallies = {s: _Tally() for s in rate_steps}
+        for x, y in _batches(images[:n], labels[:n], batch_size, "rate"):
+            for res in net.run_rate(x, list(rate_steps)):
+                tallies[res.timesteps].add(res, y)
+        report["rate"] = [tallies[s].summary() for s in sorted(rate_steps)]
+    return report
