@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
@@ -24,13 +25,16 @@ class _Tally:
 
     def __init__(self) -> None:
         self.n = self.correct = 0
+        self.hits: list[Tensor] = []
         self.sums: dict[str, float] = {}
         self.layers: dict[str, dict[str, float]] = {}
         self.last: RunResult | None = None
 
     def add(self, res: RunResult, labels: Tensor) -> None:
         self.n += labels.numel()
-        self.correct += int((res.logits.argmax(1) == labels).sum())
+        hit = res.logits.argmax(1) == labels
+        self.hits.append(hit)
+        self.correct += int(hit.sum())
         self.last = res
         if res.engine == "ann":
             return
@@ -86,15 +90,22 @@ def evaluate(
 ) -> dict:
     """Evaluate ``net`` on uint8 ``images`` [N, C, H, W]; rate coding on the first ``rate_images`` only."""
     report: dict = {"T": net.T, "shift": net.shift, "calibration": net.calibration.get("method")}
+    tallies_hits: dict[str, Tensor] = {}
     for engine in engines:
         tally = _Tally()
         for x, y in _batches(images, labels, batch_size, engine):
             tally.add(net.run(x, engine), y)
-        report["tsc" if engine in ("fast", "stepped") else engine] = tally.summary()
-    if rate_steps:
+        key = "tsc" if engine in ("fast", "stepped") else engine
+        report[key] = tally.summary()
+        tallies_hits[key] = torch.cat(tally.hits)
+    if rate_steps:  # a reproducible class-mixed subset: rate coding costs T_rate forward passes per image
         n = min(rate_images or images.shape[0], images.shape[0])
+        pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+        for key in ("ann", "tsc"):  # the same networks on the rate subset, for like-for-like comparisons
+            if key in report:
+                report[key]["accuracy_on_rate_subset"] = float(tallies_hits[key][pick].double().mean())
         tallies = {s: _Tally() for s in rate_steps}
-        for x, y in _batches(images[:n], labels[:n], batch_size, "rate"):
+        for x, y in _batches(images[pick], labels[pick], batch_size, "rate"):
             for res in net.run_rate(x, list(rate_steps)):
                 tallies[res.timesteps].add(res, y)
         report["rate"] = [tallies[s].summary() for s in sorted(rate_steps)]

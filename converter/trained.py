@@ -34,6 +34,8 @@ def load_trained(path: str | Path, model_name: str | None = None, num_classes: i
     path = Path(path)
     info: dict = {}
     weights = path
+    if not path.exists():
+        raise TrainedModelError(f"{path}: no such run folder or weights file")
     if path.is_dir():
         weights, meta = path / "model.safetensors", path / "model.json"
         if not meta.is_file():

@@ -1,0 +1,72 @@
+# tsc-snn: every target creates the virtualenv it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data/cifar10
+SHARED ?= ../shared
+T ?= 16
+
+.PHONY: serve test lint lint-docker bench data train-resnet20 lossless-resnet20 convert-resnet20 train-vgg16 \
+        convert-vgg16 results clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+## serve: start the service on the embedded default model (http://127.0.0.1:8000/docs)
+serve: $(VENV)/.installed
+	$(PY) -m service
+
+## test: lint and run the whole test suite
+test: $(VENV)/.installed lint
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## lint-docker: hadolint the Dockerfile and validate the compose file
+lint-docker: $(VENV)/.installed
+	$(VENV)/bin/hadolint docker/Dockerfile
+	docker-compose -f docker-compose.yml config -q
+
+## bench: engine throughput (fast vs ANN vs stepped) on ResNet-20
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.engines
+
+## data: extract the CIFAR-10 JPEG copy into $(DATA) (never committed)
+data: $(DATA)/test
+$(DATA)/test:
+	mkdir -p $(dir $(DATA))
+	tar xzf $(SHARED)/datasets/cifar10-jpeg.tar.gz -C $(dir $(DATA))
+
+## train-resnet20 / lossless-resnet20 / convert-resnet20: the embedded default model, end to end
+train-resnet20: $(VENV)/.installed data
+	$(PY) -m converter train --model resnet20 --data imagefolder:$(DATA) --epochs 25 --lr 0.1 --wd 5e-4 \
+		--out runs/resnet20
+
+lossless-resnet20: $(VENV)/.installed data
+	$(PY) -m converter train --model resnet20 --data imagefolder:$(DATA) --init runs/resnet20/model.safetensors \
+		--clip-floor $(T) --epochs 2 --lr 0.01 --wd 1e-4 --warmup-epochs 0 --out runs/resnet20-cf$(T)
+
+convert-resnet20: $(VENV)/.installed data
+	$(PY) -m converter convert --run runs/resnet20-cf$(T) --data imagefolder:$(DATA) --T $(T) \
+		--name resnet20-cifar10 --out models/resnet20-cifar10
+
+## train-vgg16 / convert-vgg16: the paper's main network (use --device cuda where there is one)
+train-vgg16: $(VENV)/.installed data
+	$(PY) -m converter train --model vgg16 --data imagefolder:$(DATA) --epochs 200 --lr 0.05 --wd 5e-4 \
+		--out runs/vgg16
+
+convert-vgg16: $(VENV)/.installed data
+	$(PY) -m converter convert --run runs/vgg16 --data imagefolder:$(DATA) --T $(T) --name vgg16-cifar10 \
+		--out runs/vgg16-cifar10-tsc
+
+## results: measure every table of docs/results.md again and regenerate it with its plots
+results: $(VENV)/.installed data
+	$(PY) -m benchmarks.results --data imagefolder:$(DATA)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

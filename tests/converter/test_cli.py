@@ -1,0 +1,158 @@
+"""``python -m converter`` convert / evaluate / sweep on a tiny synthetic run, and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from converter import load
+from converter.cli import main
+
+DATA = "synthetic:classes=4,n=96,size=32,test_n=48"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "resnet20",
+                "--data",
+                DATA,
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--batch-size",
+                "32",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_convert_writes_checkpoint_with_accuracy_table(run_dir, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "ck"
+    code = main(
+        [
+            "convert",
+            "--run",
+            str(run_dir),
+            "--data",
+            DATA,
+            "--T",
+            "8",
+            "--calibration-images",
+            "32",
+            "--out",
+            str(out),
+            "--rate-steps",
+            "4,8",
+            "--rate-images",
+            "4",
+            "--json",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tsc"]["timesteps"] == 20 * 8
+    assert [r["timesteps"] for r in report["rate"]] == [4, 8]
+    net = load(out)
+    assert net.accuracy["images"] == 48 and set(net.accuracy["tsc"]) == {"8"}
+    assert net.labels == json.loads((run_dir / "model.json").read_text())["classes"]
+    assert net.manifest["provenance"]["source_model"] == "resnet20"
+
+
+def test_evaluate_prints_table_and_json(run_dir, tmp_path, capsys):
+    out = tmp_path / "ck"
+    assert (
+        main(["convert", "--run", str(run_dir), "--data", DATA, "--T", "4", "--out", str(out), "--no-eval"])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["evaluate", str(out), "--data", DATA, "--limit", "16", "--json-out", str(tmp_path / "r.json")])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "ANN" in text and "TSC T=4" in text and "layer" in text
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (
+        report["tsc"]["images"] == 16
+        and report["tsc"]["memory_accesses"] == report["tsc"]["synaptic_additions"]
+    )
+
+
+def test_sweep_over_T_and_methods(run_dir, capsys):
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "sweep",
+                "--run",
+                str(run_dir),
+                "--data",
+                DATA,
+                "--limit",
+                "16",
+                "--T",
+                "4,8",
+                "--methods",
+                "max,percentile:99.9",
+                "--calibration-images",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["calibration"], r["T"]) for r in report["runs"]] == [
+        ("max", 4),
+        ("max", 8),
+        ("percentile 99.9", 4),
+        ("percentile 99.9", 8),
+    ]
+    assert 0 <= report["ann"]["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["convert", "--run", "/nonexistent", "--data", DATA, "--out", "x"], "no such run folder"),
+        (
+            [
+                "convert",
+                "--weights",
+                "/nonexistent.safetensors",
+                "--model",
+                "resnet20",
+                "--data",
+                DATA,
+                "--out",
+                "x",
+            ],
+            "no such run folder or weights file",
+        ),
+        (["evaluate", "/nonexistent", "--data", DATA], "no such checkpoint"),
+        (["sweep", "--factory", "nosuchmodule:f", "--data", DATA], "--factory"),
+    ],
+)
+def test_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_arguments(capsys):
+    assert main(["sweep", "--run", "x", "--data", DATA, "--T", "0,4"]) == 2
+    assert "positive integers" in capsys.readouterr().err
+    assert main(["sweep", "--run", "x", "--data", DATA, "--methods", "median"]) == 2
+    assert "unknown method" in capsys.readouterr().err
