@@ -66,6 +66,11 @@ class Server:
         """Resident memory of the server process."""
         return psutil.Process(self.process.pid).memory_info().rss / 2**20
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server process has used so far."""
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
 
 @contextmanager
 def serve(models: Path, env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterator[Server]:

@@ -4,9 +4,10 @@
     python -m benchmarks.load --model-dir models    # the checkpoints of the repository
     python -m benchmarks.load --duration 20 --concurrency 1 8 32 64 --json results.json
 
-For each concurrency it prints requests, errors, throughput, p50/p95/p99 latency and the mean server batch
-size, then the server's RSS before and after, and the ratio of HTTP throughput to the raw engine throughput
-(``net.run`` on full batches, in this process, with the same torch threads) measured in the same run.
+For each concurrency it prints requests, errors, throughput, p50/p95/p99 latency, the mean server batch
+size, the CPU the server used (cores busy, milliseconds per request), the cores the client kept busy, and
+the ratio of HTTP throughput to the raw engine throughput (``net.run`` on full batches, in this process,
+with the same torch threads) measured in the same run; then the server's RSS before and after.
 Target: HTTP/raw >= 0.5 with batching, zero errors. Exit status 1 when any request failed.
 """
 
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -46,52 +48,78 @@ def raw_throughput(checkpoint: Path, batch_size: int, seconds: float, threads: i
     return done / (time.perf_counter() - started)
 
 
-def test_image(side: int) -> bytes:
-    """A JPEG photo-sized upload (so decoding and resizing are part of the cost)."""
+def classify_request(server: Server, model: str, side: int) -> bytes:
+    """A complete keep-alive HTTP/1.1 POST /classify of a photo-sized JPEG, built once and sent as is."""
     pixels = (torch.rand(side, side, 3) * 255).to(torch.uint8).numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    files = {"file": ("x.jpg", buffer.getvalue(), "image/jpeg")}
+    request = httpx.Request("POST", f"{server.url}/classify", params={"model": model}, files=files)
+    body = request.read()
+    head = (
+        f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: {request.url.netloc.decode()}\r\n"
+        f"Content-Type: {request.headers['content-type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
-async def hammer(
-    server: Server, image: bytes, params: dict[str, str], concurrency: int, seconds: float
-) -> dict:
-    """``concurrency`` clients posting /classify back to back for ``seconds``; latency and error figures."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Status and body of one HTTP/1.1 response with a Content-Length."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:"))
+    return int(head[0].split()[1]), await reader.readexactly(length)
+
+
+async def hammer(server: Server, request: bytes, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` keep-alive connections posting back to back for ``seconds``: latency, errors, CPU.
+
+    The client is a few lines of asyncio streams, so it costs far less CPU than the server it measures.
+    """
     latencies: list[float] = []
     batch_sizes: list[int] = []
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
-        stop_at = time.perf_counter() + seconds
+    errors: Counter[str] = Counter()
+    url = httpx.URL(server.url)
+    stop_at = time.perf_counter() + seconds
 
-        async def worker() -> None:
-            while time.perf_counter() < stop_at:
-                started = time.perf_counter()
-                try:
-                    response = await client.post("/classify", params=params, files={"file": ("x.jpg", image)})
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                if response.status_code != 200:
-                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                batch_sizes.append(response.json()["latency"]["batch_size"])
+    async def connection() -> None:
+        while time.perf_counter() < stop_at:
+            try:
+                reader, writer = await asyncio.open_connection(url.host, url.port)
+            except OSError as exc:
+                errors[type(exc).__name__] += 1
+                continue
+            try:
+                while time.perf_counter() < stop_at:
+                    started = time.perf_counter()
+                    writer.write(request)
+                    status, body = await read_response(reader)
+                    if status != 200:
+                        errors[str(status)] += 1
+                        continue
+                    latencies.append(time.perf_counter() - started)
+                    batch_sizes.append(json.loads(body)["latency"]["batch_size"])
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                errors[type(exc).__name__] += 1
+            finally:
+                writer.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
+    began, cpu, client_cpu = time.perf_counter(), server.cpu_seconds(), time.process_time()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - began, server.cpu_seconds() - cpu
+    client_cpu = time.process_time() - client_cpu
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
-        "errors": errors,
+        "errors": dict(errors),
         "throughput": len(latencies) / elapsed,
         "p50_ms": quantiles[49] * 1000,
         "p95_ms": quantiles[94] * 1000,
         "p99_ms": quantiles[98] * 1000,
         "mean_batch": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
+        "server_cores": cpu / elapsed,
+        "client_cores": client_cpu / elapsed,
+        "server_cpu_ms": cpu / max(len(latencies), 1) * 1000,
     }
 
 
@@ -126,25 +154,25 @@ def main() -> int:
         raw_single = raw_throughput(found[name], 1, max(args.duration / 4, 2.0), args.threads)
         with serve(models, env) as server:
             rss_before = server.rss_mib()
-            image = test_image(args.image_side)
+            request = classify_request(server, name, args.image_side)
             runs = []
             for concurrency in args.concurrency:
                 print(f"concurrency {concurrency} for {args.duration:.0f} s ...", flush=True)
-                runs.append(asyncio.run(hammer(server, image, {"model": name}, concurrency, args.duration)))
+                runs.append(asyncio.run(hammer(server, request, concurrency, args.duration)))
             rss_after = server.rss_mib()
 
     print(
         f"\nmodel {name}; raw engine {raw:.1f} img/s at batch {args.batch_size} ({raw_single:.1f} at batch 1)"
     )
-    row = "{:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9}"
-    print(
-        row.format("conc", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch", "HTTP/raw")
-    )
+    columns = ("conc", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch")
+    columns += ("server", "CPU ms", "client")
+    keys = ("throughput", "p50_ms", "p95_ms", "p99_ms", "mean_batch")
+    keys += ("server_cores", "server_cpu_ms", "client_cores", "http_over_raw")
+    row = "{:>5} {:>9} {:>7}" + " {:>8}" * (len(keys) - 1) + " {:>9}"
+    print(row.format(*columns, "HTTP/raw"))
     for run in runs:
         run["http_over_raw"] = run["throughput"] / raw
-        figures = [
-            run[key] for key in ("throughput", "p50_ms", "p95_ms", "p99_ms", "mean_batch", "http_over_raw")
-        ]
+        figures = [run[key] for key in keys]
         errors = sum(run["errors"].values())
         print(row.format(run["concurrency"], run["requests"], errors, *(f"{x:.2f}" for x in figures)))
     print(f"server RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")

@@ -65,7 +65,7 @@ class _Samples:
 
 
 def _quant_error(a: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
-    """Summed squared clip-and-quantise error of activations ``a`` [..., k] for thresholds ``lam`` [..., 1]."""
+    """Summed squared clip-and-quantise error of activations ``a`` [..., k] at thresholds ``lam``."""
     q = torch.clamp(torch.floor(a * (T / lam) + shift), 0, T) * (lam / T)
     return ((a - q) ** 2).sum(-1)
 

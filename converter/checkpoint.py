@@ -53,7 +53,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
-    """Write a checkpoint (directory, or single file when ``path`` ends in .safetensors); returns the manifest."""
+    """Write a checkpoint (a directory, or one file for a .safetensors path); returns the manifest."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     manifest = {

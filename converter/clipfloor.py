@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from converter.engines.common import lam_view
 from converter.calibrate import Calibration, calibrate
+from converter.engines.common import lam_view
 from converter.trace import Builder, Value, register_module, symbolic_trace, trace_model
 
 

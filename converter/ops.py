@@ -107,7 +107,7 @@ class Linear(Op):
 
 @dataclass
 class ChannelAffine(Op):
-    """``x * scale + bias`` with per-channel (dim 1) or scalar scale and bias: unfoldable BN, normalisation."""
+    """``x * scale + bias``, per channel (dim 1) or scalar: unfoldable BN, input normalisation."""
 
     kind: ClassVar[str] = "channel_affine"
     TENSORS: ClassVar[tuple[str, ...]] = ("scale", "bias")

@@ -26,7 +26,7 @@ class NetConfig:
 
 
 class SmallNet(nn.Module):
-    """conv -> [BN] -> ReLU -> conv -> [BN] (+ identity) -> ReLU -> pool -> conv(stride) -> ReLU -> GAP -> linear."""
+    """conv, [BN], ReLU, conv, [BN] (+ identity), ReLU, pool, strided conv, ReLU, global pool, linear."""
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()

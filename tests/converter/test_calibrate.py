@@ -17,7 +17,7 @@ def _net(**kw):
 
 def test_max_means_nothing_clipped():
     net, _ = _net(method="max")
-    for name, r in net.calibration["layers"].items():
+    for r in net.calibration["layers"].values():
         assert r["clipped_fraction"] == 0.0
         assert r["lam"] == pytest.approx(r["max"])
 

@@ -52,7 +52,7 @@ def test_missing(tmp_path):
 def test_missing_weights(net, tmp_path):
     path = _dir(net, tmp_path)
     (path / "weights.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="weights.safetensors is missing"):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors is missing"):
         load(path)
 
 
@@ -127,5 +127,5 @@ def test_plain_safetensors_without_manifest(tmp_path):
 
 
 def test_not_a_checkpoint_dir(tmp_path):
-    with pytest.raises(CheckpointError, match="manifest.json is missing"):
+    with pytest.raises(CheckpointError, match=r"manifest\.json is missing"):
         load(tmp_path)

@@ -1,4 +1,4 @@
-"""TSC computes exactly the clip-floor quantised ANN (spec section 3); training with it makes conversion lossless."""
+"""TSC computes exactly the clip-floor quantised ANN (spec section 3): training with it is lossless."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_counts_match_brute_force_on_folded_pooling_and_borders():
         net.graph.neurons[0].name: _dense_fanout(c2, (3, 5, 5)),
         net.graph.neurons[1].name: _dense_fanout(fc, (4, 1, 1)),
     }
-    # the dropped 5th row/column of the pooled map reaches nothing; corners reach fewer neurons than the centre
+    # the pooled map drops the 5th row/column: it reaches nothing; corners reach fewer than the centre
     assert expected_fanout[net.graph.neurons[0].name][:, 4, :].sum() == 0
     for layer in res.layers:
         if layer.name not in expected_fanout:
@@ -58,7 +58,7 @@ def test_counts_match_brute_force_on_folded_pooling_and_borders():
         assert torch.equal(layer.synaptic_additions, brute), layer.name
         assert torch.equal(
             layer.synaptic_additions,
-            res.layers[[l.name for l in res.layers].index(layer.name)].synaptic_additions,
+            res.layers[[x.name for x in res.layers].index(layer.name)].synaptic_additions,
         )
     assert torch.equal(res.memory_accesses, res.synaptic_additions)
 

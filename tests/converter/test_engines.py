@@ -55,7 +55,7 @@ def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
 
 
 def test_durations_are_tsc_codes():
-    net, fast, _ = _both(NetConfig(), 3, 8, 0.5)
+    _, fast, _ = _both(NetConfig(), 3, 8, 0.5)
     for d in fast.durations.values():
         assert torch.equal(d, d.round()) and d.min() >= 0 and d.max() <= 8
     # input pixels: d = floor(T * x + s)
@@ -64,7 +64,7 @@ def test_durations_are_tsc_codes():
 
 
 def test_spikes_are_two_per_active_neuron():
-    net, fast, _ = _both(NetConfig(pool="max"), 5, 4, 0.0)
+    _, fast, _ = _both(NetConfig(pool="max"), 5, 4, 0.0)
     for layer in fast.layers:
         if layer.kind in ("input", "neuron"):
             active = (fast.durations[layer.name].flatten(1) > 0).sum(1)

@@ -1,4 +1,4 @@
-"""The third-party ResNet-20 (functional ReLUs, option-A shortcut, normalisation in forward) converts as is."""
+"""The third-party ResNet-20 (functional ReLUs, option-A shortcut, normalisation in forward) converts."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ class Branchy(nn.Module):
 
 
 def test_untraceable_model_gets_a_clear_error():
-    with pytest.raises(ConversionError, match="torch.fx could not trace Branchy"):
+    with pytest.raises(ConversionError, match=r"torch\.fx could not trace Branchy"):
         convert(Branchy(), torch.rand(2, 3, 8, 8))
 
 
