@@ -14,6 +14,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.inference import ImageResult
+
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COUNTS = tuple(float(10**e) for e in range(2, 12))
@@ -74,6 +76,11 @@ class Metrics:
             registry=r,
         )
         self.models_loaded = Gauge("tsc_models_loaded", "Models loaded and warmed up.", registry=r)
+
+    def observe_costs(self, model: str, engine: str, result: ImageResult) -> None:
+        """Record one image's spikes and synaptic additions."""
+        self.spikes.labels(model, engine).observe(result.spikes)
+        self.synaptic_additions.labels(model, engine).observe(result.synaptic_additions)
 
     def render(self) -> bytes:
         """The current values in the Prometheus text exposition format."""

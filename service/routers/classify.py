@@ -62,14 +62,10 @@ async def _classify(
     images = await asyncio.gather(*(runtime.decode(file, spec) for file in files))
     engines = (options.engine, *COMPARED_ENGINES) if options.compare else (options.engine,)
     per_engine = await served.batcher.submit(images, engines)
-    metrics = runtime.metrics
     for engine, outcomes in zip(engines, per_engine, strict=True):
-        if engine != "ann":
+        if engine != "ann":  # the ANN neither spikes nor adds
             for outcome in outcomes:
-                metrics.spikes.labels(served.name, engine).observe(outcome.result.spikes)
-                metrics.synaptic_additions.labels(served.name, engine).observe(
-                    outcome.result.synaptic_additions
-                )
+                runtime.metrics.observe_costs(served.name, engine, outcome.result)
     server_ms = (time.perf_counter() - request.state.started) * 1000
     return [
         classification(

@@ -16,7 +16,7 @@ router = APIRouter(tags=["models"])
 ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="A name from GET /models.")]
 
 
-@router.get("/models", responses=errors(401, 503))
+@router.get("/models", responses=errors(401))
 async def list_models(runtime: RuntimeDep) -> ModelList:
     """Every loaded model, the default one, and the checkpoints that failed to load."""
     store = runtime.store

@@ -62,9 +62,14 @@ async def test_422_bad_parameters(client: httpx.AsyncClient, png: bytes, query: 
     assert body["detail"][0]["loc"][0] == "query"
 
 
-async def test_422_missing_file(client: httpx.AsyncClient) -> None:
+async def test_422_missing_file_or_bad_form_field(client: httpx.AsyncClient, png: bytes) -> None:
     check(await client.post("/classify", data={"top_k": "1"}), 422, "invalid_parameters")
     check(await client.post("/classify"), 422, "invalid_parameters")
+    check(await client.post("/classify/batch", data={"top_k": "1"}), 422, "invalid_parameters")
+    body = check(
+        await client.post("/classify", data={"top_k": "0"}, files=upload(png)), 422, "invalid_parameters"
+    )
+    assert body["detail"][0]["loc"] == ["body", "top_k"]
 
 
 async def test_404_unknown_model(client: httpx.AsyncClient, png: bytes) -> None:
