@@ -59,6 +59,15 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--limit", type=int, help="evaluate on the first N test images (class-mixed subset)")
 
 
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """Rate-coded baseline and output options shared by convert, evaluate and sweep."""
+    p.add_argument("--rate-steps", type=int_list, default=[], help="rate-coded T_rate, e.g. 64,256,1024")
+    p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding (class-mixed)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+
+
 def load_source(args: argparse.Namespace) -> Trained:
     """The trained model the arguments name."""
     if args.factory:

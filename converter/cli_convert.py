@@ -9,9 +9,9 @@ from converter.calibrate import METHODS
 from converter.cli import CommandError
 from converter.cli_common import (
     add_data_args,
+    add_report_args,
     add_source_args,
     emit,
-    int_list,
     load_source,
     load_split,
     table,
@@ -37,9 +37,7 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--version", default="1")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory, or a .safetensors file")
     p.add_argument("--no-eval", action="store_true", help="skip measuring accuracy on the test split")
-    p.add_argument("--rate-steps", type=int_list, default=[], help="also measure rate coding, e.g. 64,256")
-    p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_report_args(p)
     p.set_defaults(func=run_convert)
     return p
 
@@ -81,7 +79,14 @@ def run_convert(args: argparse.Namespace) -> int:
     if not args.no_eval:
         images, ys = test_subset(args)
         report.update(
-            evaluate(net, images, ys, rate_steps=tuple(args.rate_steps), rate_images=args.rate_images)
+            evaluate(
+                net,
+                images,
+                ys,
+                rate_steps=tuple(args.rate_steps),
+                rate_images=args.rate_images,
+                batch_size=args.batch_size,
+            )
         )
         net.accuracy = {
             "dataset": args.data,

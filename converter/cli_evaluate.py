@@ -10,6 +10,7 @@ from converter.checkpoint import CheckpointError
 from converter.cli import CommandError
 from converter.cli_common import (
     add_data_args,
+    add_report_args,
     add_source_args,
     emit,
     int_list,
@@ -84,11 +85,7 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument("--per-channel", action="store_true")
     p.add_argument("--calibration-images", type=int, default=512)
-    p.add_argument("--rate-steps", type=int_list, default=[], help="rate-coded T_rate values")
-    p.add_argument("--rate-images", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+    add_report_args(p)
     p.set_defaults(func=run_sweep)
     return p
 
