@@ -81,49 +81,54 @@ class ModelStore:
 
     async def load_all(self, executor: Executor) -> None:
         """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal."""
-        model_dir = self.settings.model_dir
-        found = discover(model_dir)
-        if not found:
-            log.error("no checkpoints in %s: the service is up but not ready (set TSC_MODEL_DIR)", model_dir)
-        loop = asyncio.get_running_loop()
-        for name, path in found.items():
-            started = time.perf_counter()
-            try:
-                net = await loop.run_in_executor(executor, _load_and_warm, path)
-            except CheckpointError as exc:
-                self._fail(name, str(exc))
-                continue
-            except Exception as exc:
-                log.exception("loading %s failed", path)
-                self._fail(name, f"{type(exc).__name__}: {exc}")
-                continue
-            infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
-            batcher = Batcher(
-                name,
-                infer,
-                executor,
-                self.metrics,
-                max_batch_size=self.settings.max_batch_size,
-                max_delay_s=self.settings.max_batch_delay_ms / 1000,
-                max_queue_size=self.settings.max_queue_size,
-            )
-            self.models[name] = ServedModel(name, path, net, batcher)
-            self.metrics.models_loaded.set(len(self.models))
-            log.info(
-                "loaded %s (%s, T=%d) from %s in %.2f s",
-                name,
-                net.version,
-                net.T,
-                path,
-                time.perf_counter() - started,
-            )
+        try:
+            for name, path in self._discover().items():
+                await self._load(name, path, executor)
+        finally:
+            self.loading = False
         if self.models and self.default_name != self.settings.default_model:
             log.warning(
                 "TSC_DEFAULT_MODEL %r is not loaded; the default is %r",
                 self.settings.default_model,
                 self.default_name,
             )
-        self.loading = False
+
+    def _discover(self) -> dict[str, Path]:
+        model_dir = self.settings.model_dir
+        try:
+            found = discover(model_dir)
+        except OSError as exc:
+            self._fail(str(model_dir), f"cannot list the model directory: {exc}")
+            return {}
+        if not found:
+            log.error("no checkpoints in %s: the service is up but not ready (set TSC_MODEL_DIR)", model_dir)
+        return found
+
+    async def _load(self, name: str, path: Path, executor: Executor) -> None:
+        started = time.perf_counter()
+        try:
+            net = await asyncio.get_running_loop().run_in_executor(executor, _load_and_warm, path)
+        except CheckpointError as exc:
+            self._fail(name, str(exc))
+            return
+        except Exception as exc:
+            log.exception("loading %s failed", path)
+            self._fail(name, f"{type(exc).__name__}: {exc}")
+            return
+        infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
+        batcher = Batcher(
+            name,
+            infer,
+            executor,
+            self.metrics,
+            max_batch_size=self.settings.max_batch_size,
+            max_delay_s=self.settings.max_batch_delay_ms / 1000,
+            max_queue_size=self.settings.max_queue_size,
+        )
+        self.models[name] = ServedModel(name, path, net, batcher)
+        self.metrics.models_loaded.set(len(self.models))
+        seconds = time.perf_counter() - started
+        log.info("loaded %s (version %s, T=%d) from %s in %.2f s", name, net.version, net.T, path, seconds)
 
     def _fail(self, name: str, reason: str) -> None:
         log.error("model %s not loaded: %s", name, reason)

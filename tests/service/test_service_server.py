@@ -130,7 +130,10 @@ def test_graceful_shutdown_finishes_in_flight_requests(model_dir: Path, tmp_path
         target=lambda: result.update(r=httpx.post(f"{server.url}/classify", files=files))
     )
     request.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while "tsc_http_requests_in_flight 2.0" not in httpx.get(f"{server.url}/metrics").text:
+        assert time.monotonic() < deadline, "the classify request never reached the server"
+        time.sleep(0.05)  # until it is in flight (the other request in flight is this /metrics one)
     server.stop()
     request.join(timeout=30)
     assert result["r"].status_code == 200, result["r"].text
