@@ -140,11 +140,11 @@ class ModelStore:
             return "the server is shutting down"
         if self.loading:
             return f"loading models from {self.settings.model_dir}"
-        if not self.models:
+        if self.failures and not self.models:
             failures = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
-            return f"no model could be loaded from {self.settings.model_dir}" + (
-                f" ({failures})" if failures else ""
-            )
+            return f"no model could be loaded from {self.settings.model_dir} ({failures})"
+        if not self.models:
+            return f"no checkpoint (<name>/manifest.json or <name>.safetensors) in {self.settings.model_dir}"
         return None
 
     def get(self, name: str | None) -> ServedModel:
