@@ -44,7 +44,7 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
             "--rate-steps",
             RATE_STEPS,
             "--rate-images",
-            "200",
+            "100",
         ],
     ),
     (

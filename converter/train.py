@@ -21,6 +21,7 @@ from converter.datasets import ImageDataset, random_crop, random_flip, to_float
 
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT_FORMAT = "tsc-snn-train/1"
+MEMORY_FORMAT = torch.channels_last  # tensor cores on CUDA, faster oneDNN convolutions on CPU
 
 
 class ResumeError(ValueError):
@@ -58,11 +59,6 @@ def _autocast(device: torch.device, amp: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
-def _memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last: tensor cores on CUDA, and the faster oneDNN convolutions on CPU."""
-    return torch.channels_last
-
-
 @torch.no_grad()
 def evaluate_accuracy(
     model: nn.Module,
@@ -81,7 +77,7 @@ def evaluate_accuracy(
         images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
         labels = dataset.labels[start : start + batch_size].to(device, non_blocking=True)
         with _autocast(device, amp):
-            logits = model(to_float(images).contiguous(memory_format=_memory_format(device)))
+            logits = model(to_float(images).contiguous(memory_format=MEMORY_FORMAT))
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
     return correct.item() / max(1, len(dataset))
@@ -184,7 +180,7 @@ def _train_epoch(
         images, labels = data.images[index], data.labels[index]
         if cfg["augment"]:
             images = _augment(images, generator)
-        inputs = to_float(images).contiguous(memory_format=_memory_format(device))
+        inputs = to_float(images).contiguous(memory_format=MEMORY_FORMAT)
         lr = lr_for((epoch - 1) * steps + step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -244,7 +240,7 @@ def train(
         torch.set_num_threads(threads or cpu_threads())
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model.to(device=device, memory_format=_memory_format(device))
+    model.to(device=device, memory_format=MEMORY_FORMAT)
     train_set, test_set = train_set.to(device), test_set.to(device)
     steps = max(1, len(train_set) // batch_size)
     args = {
