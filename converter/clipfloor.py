@@ -14,7 +14,7 @@ from torch import Tensor, fx, nn
 
 from converter.calibrate import Calibration, calibrate
 from converter.engines.common import lam_view
-from converter.trace import Builder, Value, register_module, symbolic_trace, trace_model
+from converter.trace import Builder, Pop, Value, register_module, symbolic_trace, trace_model
 
 
 class ClipFloor(nn.Module):
@@ -50,12 +50,15 @@ class InputQuant(nn.Module):
 
 @register_module(ClipFloor)
 def _clipfloor_rule(b: Builder, node: fx.Node, m: ClipFloor) -> Value:
-    return b.neuron(node, b.tensor(node), lam=m.lam.detach().abs().clamp_min(1e-6))
+    return b.neuron(node, b.tensor(node), lam=m.lam.detach().abs().clamp_min(1e-6), quantised=[m.T, m.shift])
 
 
 @register_module(InputQuant)
 def _inputquant_rule(b: Builder, node: fx.Node, m: InputQuant) -> Value:
-    return b.tensor(node)
+    v = b.tensor(node)
+    if isinstance(v, Pop) and v.name == "input":  # the trained ANN saw quantised pixels
+        b.populations[0].quantised = [m.T, m.shift]
+    return v
 
 
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)

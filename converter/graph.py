@@ -39,6 +39,9 @@ class Population:
     pool: dict[str, Any] = field(default_factory=dict)  # switch: max-pool parameters
     origin: str = ""  # where it came from in the traced model (module path or node)
     window: int = 0  # the window it speaks in (output: the window it integrates in)
+    quantised: list | None = (
+        None  # [T, shift] when the trained ANN itself clip-floor quantised this activation
+    )
 
     @property
     def size(self) -> int:
@@ -129,6 +132,7 @@ class Graph:
                     "source": p.source,
                     "pool": p.pool,
                     "origin": p.origin,
+                    "quantised": p.quantised,
                 }
             )
         return {"populations": pops}, tensors
@@ -159,6 +163,7 @@ class Graph:
                     p["source"],
                     p["pool"],
                     p.get("origin", ""),
+                    quantised=p.get("quantised"),
                 )
             )
         return cls(pops)

@@ -164,14 +164,21 @@ class Builder:
         self.populations.append(pop)
         return Pop(pop.name)
 
-    def neuron(self, node: fx.Node, v: Value, lam: Tensor | None = None) -> Pop:
-        """A ReLU: a neuron population integrating ``v`` (or ``v`` itself when already non-negative)."""
+    def neuron(
+        self, node: fx.Node, v: Value, lam: Tensor | None = None, quantised: list | None = None
+    ) -> Pop:
+        """A ReLU: a neuron population integrating ``v`` (or ``v`` itself when already non-negative).
+
+        ``lam`` and ``quantised`` ([T, shift]) come from a trained clip-floor activation.
+        """
         if isinstance(v, Pop):
             return v
         origin = str(node.target) if node.op == "call_module" else node.name
         if isinstance(v, PendingMax):
             inner = self.add_population(
-                Population(f"{node.name}_pre", "neuron", v.shape, v.value.terms, origin=origin)
+                Population(
+                    f"{node.name}_pre", "neuron", v.shape, v.value.terms, origin=origin, quantised=quantised
+                )
             )
             if lam is not None:
                 self.fixed_lams[inner.name] = lam
@@ -181,7 +188,14 @@ class Builder:
                 )
             )
         pop = self.add_population(
-            Population(node.name, "neuron", self.shape(node), self.affine(node, v).terms, origin=origin)
+            Population(
+                node.name,
+                "neuron",
+                self.shape(node),
+                self.affine(node, v).terms,
+                origin=origin,
+                quantised=quantised,
+            )
         )
         if lam is not None:
             self.fixed_lams[pop.name] = lam

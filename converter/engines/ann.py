@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import switch_pool
+from converter.engines.common import durations, lam_view, switch_pool
 from converter.ops import run_chain
 from converter.results import RunResult
 
@@ -17,24 +17,41 @@ if TYPE_CHECKING:
     from converter.network import SpikingNetwork
 
 
-def forward(graph: Graph, x: Tensor, on_neuron: Callable[[str, Tensor], None] | None = None) -> Tensor:
-    """Logits of the float network; ``on_neuron(name, relu_output)`` sees every neuron layer's activations."""
-    act: dict[str, Tensor] = {"input": x}
+def _trained(z: Tensor, lam: Tensor, levels: list) -> Tensor:
+    """A trained clip-floor activation: ``lam * clip(floor(T z / lam + s), 0, T) / T``."""
+    T, shift = levels
+    return durations(z, lam, T, shift) * (lam_view(lam, z.dim()) / T)
+
+
+def forward(
+    graph: Graph,
+    x: Tensor,
+    on_neuron: Callable[[str, Tensor], None] | None = None,
+    lams: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Logits of the network as trained: ReLU, or with ``lams`` the clip-floor layers it was trained with.
+
+    ``on_neuron(name, activation)`` sees every neuron layer's activations (calibration).
+    """
+    act: dict[str, Tensor] = {}
     for p in graph.populations:
+        if p.kind == "input":
+            one = torch.ones((), dtype=x.dtype)
+            act[p.name] = _trained(x, one, p.quantised) if lams is not None and p.quantised else x
+            continue
         if p.kind == "switch":
             act[p.name] = switch_pool(act[p.source], p.pool)
-            continue
-        if p.kind == "input":
             continue
         z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
         if p.kind == "output":
             return z
-        act[p.name] = torch.relu(z)
+        trained = lams is not None and p.quantised
+        act[p.name] = _trained(z, lams[p.name], p.quantised) if trained else torch.relu(z)
         if on_neuron is not None:
             on_neuron(p.name, act[p.name])
     raise ValueError("graph has no output population")
 
 
 def run(net: SpikingNetwork, images: Tensor) -> RunResult:
-    """ANN logits with its dense MAC count (no spikes, no timesteps)."""
-    return RunResult("ann", forward(net.graph, images.to(net.dtype)), 0, net.ann_macs, [])
+    """ANN logits (the network as trained) with its dense MAC count (no spikes, no timesteps)."""
+    return RunResult("ann", forward(net.graph, images.to(net.dtype), lams=net.lams), 0, net.ann_macs, [])

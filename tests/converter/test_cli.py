@@ -156,3 +156,47 @@ def test_bad_arguments(capsys):
     assert "positive integers" in capsys.readouterr().err
     assert main(["sweep", "--run", "x", "--data", DATA, "--methods", "median"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_lossless_option_end_to_end(run_dir, tmp_path, capsys):
+    """train --clip-floor from a trained run, convert at the same T: the SNN answers exactly like its ANN."""
+    cf = tmp_path / "cf"
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "resnet20",
+                "--data",
+                DATA,
+                "--init",
+                str(run_dir / "model.safetensors"),
+                "--clip-floor",
+                "4",
+                "--epochs",
+                "1",
+                "--lr",
+                "0.01",
+                "--warmup-epochs",
+                "0",
+                "--batch-size",
+                "32",
+                "--out",
+                str(cf),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((cf / "model.json").read_text())["clip_floor"] == {"T": 4, "shift": 0.5}
+    capsys.readouterr()
+    assert (
+        main(
+            ["convert", "--run", str(cf), "--data", DATA, "--T", "4", "--out", str(tmp_path / "ck"), "--json"]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["tsc"]["accuracy"] == report["ann"]["accuracy"]
+    net = load(tmp_path / "ck")
+    assert all(r["method"] == "trained clip-floor" for r in net.calibration["layers"].values())
