@@ -44,7 +44,7 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
             "--rate-steps",
             RATE_STEPS,
             "--rate-images",
-            "40",
+            "100",
         ],
     ),
     (
@@ -189,35 +189,34 @@ def _model_section(stem: str, title: str, paper_key: str, report: dict[str, Any]
 
 
 def _claims(report: dict[str, Any]) -> list[str]:
-    """The paper's two claims on our numbers, on the rate subset (like for like)."""
+    """The paper's two claims on our numbers, compared on the rate-coded subset (like for like)."""
     best = max(report["rate"], key=lambda r: (r["accuracy"], -r["timesteps"]))
-    first = report["runs"][0]
-    subset = [r for r in report["runs"] if "accuracy_on_rate_subset" in r["tsc"]] or [first]
-    tsc_subset_acc = first["tsc"].get("accuracy_on_rate_subset")
-    candidates = sorted(
-        (r for r in report["runs"] if r["tsc"]["accuracy"] >= best["accuracy"]),
-        key=lambda r: r["tsc"]["timesteps"],
-    )
+    sub = [r for r in report["runs"] if "accuracy_on_rate_subset" in r["tsc"]]
     lines = [
         f"Best rate-coded run: {_pct(best['accuracy'])}% at T_rate = {best['timesteps']} "
-        f"({_num(best['synaptic_additions'])} additions per image)."
+        f"({_num(best['synaptic_additions'])} additions per image), on {best['images']} images."
     ]
-    if candidates:
-        c = candidates[0]
+    good = sorted(
+        (r for r in sub if r["tsc"]["accuracy_on_rate_subset"] >= best["accuracy"]),
+        key=lambda r: r["tsc"]["timesteps"],
+    )
+    if good:
+        c = good[0]
         lines.append(
-            f"Smallest TSC run at equal or better accuracy: {c['calibration']}, T = {c['T']} "
-            f"({c['tsc']['timesteps']} steps, {_pct(c['tsc']['accuracy'])}%): "
+            f"Smallest TSC run at equal or better accuracy on the same images: {c['calibration']}, "
+            f"T = {c['T']} "
+            f"({c['tsc']['timesteps']} steps, {_pct(c['tsc']['accuracy_on_rate_subset'])}% there, "
+            f"{_pct(c['tsc']['accuracy'])}% on all): "
             f"**{best['timesteps'] / c['tsc']['timesteps']:.1f}x fewer timesteps** and "
             f"**{best['synaptic_additions'] / c['tsc']['synaptic_additions']:.1f}x fewer additions and "
             f"memory accesses** (paper: 7-14.5x and 30-60x)."
         )
     else:
-        lines.append("No TSC run in this sweep reaches the best rate-coded accuracy.")
-    if tsc_subset_acc is not None and subset:
-        lines.append(
-            f"(TSC accuracy is over all test images; on the rate subset the first TSC run scores "
-            f"{_pct(tsc_subset_acc)}%.)"
-        )
+        lines.append("No TSC run in this sweep reaches the best rate-coded accuracy on the same images.")
+    lines.append(
+        f"With {best['images']} images one image is {100 / best['images']:.1f} points of accuracy: "
+        "the rate-coded figures are indicative only."
+    )
     return lines
 
 
