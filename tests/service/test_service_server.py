@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ import httpx
 import pytest
 from servicetools import encode, picture
 
+from benchmarks.harness import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,12 +29,6 @@ def container_command() -> list[str]:
     ]
     assert len(cmd) == 1, "one exec-form CMD expected"
     return json.loads(cmd[0].removeprefix("CMD "))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
