@@ -23,16 +23,20 @@ def term_fanout(term: Term, source_shape: tuple[int, ...]) -> Tensor:
     return grad[0].detach()
 
 
-def fanouts(graph: Graph) -> dict[str, Tensor]:
-    """Per population (input, neurons, switches): synapses leaving each of its neurons, flattened."""
-    out: dict[str, Tensor] = {}
+def term_fanouts(graph: Graph) -> dict[str, list[Tensor]]:
+    """Per target population: the flattened fan-out of each of its terms' sources along that term."""
+    return {
+        p.name: [term_fanout(t, graph.by_name[t.source].shape).flatten() for t in p.terms]
+        for p in graph.populations
+    }
+
+
+def fanouts(graph: Graph, per_term: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+    """Per source population (input, neurons, switches): all synapses leaving each neuron, flattened."""
+    out = {p.name: torch.zeros(p.size, dtype=torch.float64) for p in graph.populations if p.kind != "output"}
     for p in graph.populations:
-        if p.kind == "output":
-            continue
-        total = torch.zeros(p.shape, dtype=torch.float64)
-        for _, term in graph.consumers(p.name):
-            total += term_fanout(term, p.shape)
-        out[p.name] = total.flatten()
+        for t, f in zip(p.terms, per_term[p.name], strict=True):
+            out[t.source] += f
     return out
 
 

@@ -87,10 +87,6 @@ class Graph:
                 latest = max(self.by_name[t.source].window for t in p.terms)
                 p.window = latest + 1 if p.kind == "neuron" else latest
 
-    def consumers(self, name: str) -> list[tuple[Population, Term]]:
-        """Every (target, term) that reads population ``name`` (switches excluded)."""
-        return [(p, t) for p in self.populations for t in p.terms if t.source == name]
-
     def to(self, dtype: torch.dtype) -> Graph:
         """Copy with every op tensor cast to ``dtype``."""
         pops = [

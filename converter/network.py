@@ -14,7 +14,7 @@ from torch import Tensor, nn
 import converter.clipfloor  # noqa: F401  (registers the clip-floor conversion rules)
 from converter.calibrate import Calibration, calibrate
 from converter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from converter.counting import ann_macs, fanouts, term_fanout
+from converter.counting import ann_macs, fanouts, term_fanouts
 from converter.engines import ann, fast, rate, stepped
 from converter.graph import Graph
 from converter.results import RunResult
@@ -68,11 +68,8 @@ class SpikingNetwork:
         self.graph, self.lams, self.T, self.shift = graph, lams, T, float(shift)
         self.name, self.version, self.labels, self.input_spec = name, version, list(labels), input_spec
         self.calibration, self.provenance, self.accuracy = calibration, provenance, accuracy or {}
-        self.fanouts = fanouts(graph)
-        self.term_fanouts = {
-            p.name: [term_fanout(t, graph.by_name[t.source].shape).flatten() for t in p.terms]
-            for p in graph.populations
-        }
+        self.term_fanouts = term_fanouts(graph)
+        self.fanouts = fanouts(graph, self.term_fanouts)
         self.ann_macs = ann_macs(graph)
         self._plans: dict[tuple[int, torch.dtype], fast.Plan] = {}
 
@@ -102,20 +99,18 @@ class SpikingNetwork:
 
     def to(self, dtype: torch.dtype) -> SpikingNetwork:
         """Copy computing in ``dtype`` (float64 for exact engine comparisons)."""
-        copy = object.__new__(SpikingNetwork)
-        copy.__dict__.update(self.__dict__)
-        copy.graph = self.graph.to(dtype)
-        copy.lams = {k: v.to(dtype) for k, v in self.lams.items()}
-        copy._plans = {}
-        return copy
+        return self._copy(graph=self.graph.to(dtype), lams={k: v.to(dtype) for k, v in self.lams.items()})
 
     def with_timesteps(self, T: int) -> SpikingNetwork:
         """Copy with another window length (thresholds kept)."""
         if T < 1:
             raise ValueError(f"T must be a positive number of steps, got {T}")
+        return self._copy(T=T)
+
+    def _copy(self, **changes: Any) -> SpikingNetwork:
+        """Shallow copy sharing the precomputed counts, with ``changes`` applied and no cached plans."""
         copy = object.__new__(SpikingNetwork)
-        copy.__dict__.update(self.__dict__)
-        copy.T = T
+        copy.__dict__.update(self.__dict__, _plans={}, **changes)
         return copy
 
     def run(
