@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from converter.engines import ann
+from converter.engines.common import level_floor
 from converter.graph import Graph
 
 METHODS = ("max", "percentile", "search")
@@ -66,7 +67,7 @@ class _Samples:
 
 def _quant_error(a: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
     """Summed squared clip-and-quantise error of activations ``a`` [..., k] at thresholds ``lam``."""
-    q = torch.clamp(torch.floor(a * (T / lam) + shift), 0, T) * (lam / T)
+    q = torch.clamp(level_floor(a * (T / lam) + shift), 0, T) * (lam / T)
     return ((a - q) ** 2).sum(-1)
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from converter.calibrate import Calibration, calibrate
-from converter.engines.common import lam_view
+from converter.engines.common import lam_view, level_floor
 from converter.trace import Builder, Pop, Value, register_module, symbolic_trace, trace_model
 
 
@@ -29,7 +29,7 @@ class ClipFloor(nn.Module):
         """Quantised activation; gradient of ``floor`` passed straight through."""
         lam = lam_view(self.lam.abs().clamp_min(1e-6), x.dim())
         y = torch.clamp(x / lam, 0, 1)
-        q = torch.clamp(torch.floor(y * self.T + self.shift), 0, self.T) / self.T
+        q = torch.clamp(level_floor(y * self.T + self.shift), 0, self.T) / self.T
         return (y + (q - y).detach()) * lam
 
     def extra_repr(self) -> str:
@@ -45,7 +45,7 @@ class InputQuant(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Quantised pixels (no gradient is needed through the input)."""
-        return torch.clamp(torch.floor(x * self.T + self.shift), 0, self.T) / self.T
+        return torch.clamp(level_floor(x * self.T + self.shift), 0, self.T) / self.T
 
 
 @register_module(ClipFloor)

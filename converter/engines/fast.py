@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import switch_pool
+from converter.engines.common import level_floor, level_tolerance, switch_pool
 from converter.fold import append_affine
 from converter.ops import AdaptiveAvgPool2d, AvgPool2d, ChannelAffine, Conv2d, Linear, Op, run_chain
 from converter.results import LayerCounts, RunResult
@@ -119,6 +119,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
     """Durations layer by layer in closed form; counts from precomputed fan-out groups."""
     plan = net.fast_plan()
     T, s = net.T, net.shift
+    tol = level_tolerance(net.dtype)
     n = images.shape[0]
     d: dict[str, Tensor] = {}
     layers: list[LayerCounts] = []
@@ -130,11 +131,11 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             layers.append(LayerCounts(p.name, p.kind, p.size, zeros, zeros, T * p.size))
             break
         if p.kind == "input":
-            d[p.name] = torch.clamp(torch.floor(images.to(net.dtype).contiguous() * T + s), 0, T)
+            d[p.name] = torch.clamp(level_floor(images.to(net.dtype).contiguous() * T + s), 0, T)
         elif p.kind == "switch":
             d[p.name] = switch_pool(d[p.source], p.pool)
         else:
-            d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
+            d[p.name] = _integrate(plan.paths[p.name], d).add_(tol).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(
             LayerCounts(

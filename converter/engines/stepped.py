@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import lam_view, switch_pool
+from converter.engines.common import lam_view, level_floor, level_tolerance, switch_pool
 from converter.ops import run_chain
 from converter.results import LayerCounts, RunResult
 
@@ -50,7 +50,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
         for p in g.populations
         if p.kind in ("neuron", "output")
     }
-    d_input = torch.clamp(torch.floor(x * T + net.shift), 0, T)
+    d_input = torch.clamp(level_floor(x * T + net.shift), 0, T)
     delayed = {t.source for p in g.populations for t in p.terms if g.delay(t, p) > 0}
     total = g.depth * T
     for step in range(total + 1):
@@ -116,7 +116,7 @@ def _emit(
         if p.kind == "input":
             on = (d_input == T - m) & (d_input > 0)
         elif p.kind == "neuron":
-            on = (u.V >= 0) & (u.on_step < 0)
+            on = (u.V + level_tolerance(u.V.dtype) >= 0) & (u.on_step < 0)
             u.V += 1.0  # the speaking window's ramp: V += theta every step
         else:  # switch: on as soon as any input is on (the earliest on-spike wins the max)
             on = switch_pool(units[p.source].active.to(ev.dtype), p.pool).bool() & ~u.active

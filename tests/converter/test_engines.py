@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from converter import convert
@@ -40,6 +41,8 @@ def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = F
     shift=st.sampled_from([0, 0.5]),
     per_channel=st.booleans(),
 )
+# a channel fed by a dead one is its constant bias, so its lam equals it: every neuron sits on a level
+@example(cfg=NetConfig(3, 1, 1, 0, True, True, False, "avg", 6, 5), seed=0, T=1, shift=0, per_channel=True)
 def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
     net, fast, stepped = _both(cfg, seed, T, shift, per_channel)
     assert fast.durations.keys() == stepped.durations.keys()
@@ -83,3 +86,22 @@ def test_neuron_updates_are_2T_per_neuron_and_T_per_output():
     net, fast, _ = _both(NetConfig(), 1, 8, 0.5)
     expected = sum(2 * 8 * p.size for p in net.graph.neurons) + 8 * net.graph.output.size
     assert fast.neuron_updates == expected
+
+
+@pytest.mark.parametrize("bias", [0.7, 1.3, 2.9, 0.123])
+def test_exact_level_boundaries_are_reached_in_every_engine(bias):
+    """A constant channel calibrated to its own value lies exactly on level T: all engines say d = T."""
+    cfg = NetConfig(channels=2, kernel=1, padding=0, batchnorm=False, pool="none")
+    model = make_net(cfg, 1)
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.bias.fill_(bias)  # no exact binary form: folded, T * z / lam rounds to either side of T
+    x = images(3, cfg.size, 1)
+    for T in (1, 3, 5, 16):
+        net = convert(model, x, T=T, shift=0.0, percentile=99.0)
+        for dtype in (torch.float32, torch.float64):
+            run = net.to(dtype).run(x.to(dtype), "fast", keep_durations=True)
+            ref = net.to(dtype).run(x.to(dtype), "stepped", keep_durations=True)
+            first = next(n for n in run.durations if n != "input")
+            assert torch.equal(run.durations[first], torch.full_like(run.durations[first], T)), (T, dtype)
+            assert torch.equal(ref.durations[first], run.durations[first]), (T, dtype)
