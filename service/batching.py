@@ -52,8 +52,9 @@ class Batcher(Generic[R]):
         max_batch_size: int,
         max_delay_s: float,
         max_queue_size: int,
+        lane: str = "interactive",
     ) -> None:
-        self.model = model
+        self.model, self.lane = model, lane
         self._infer = infer
         self._executor = executor
         self._metrics = metrics
@@ -67,15 +68,19 @@ class Batcher(Generic[R]):
         """Queue each image once per engine (all or none); await the outcomes: a list per engine, in order."""
         if self._closing:
             raise NotReady("the server is shutting down")
-        if self._queue.maxsize - self._queue.qsize() < len(images) * len(engines):
-            raise QueueFull(f"the queue of model {self.model!r} is full; retry shortly")
+        if not self.has_room(len(images) * len(engines)):
+            raise QueueFull(f"the {self.lane} queue of model {self.model!r} is full; retry shortly")
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [[_Job(image, engine, loop.create_future(), now) for image in images] for engine in engines]
         for job in (job for group in jobs for job in group):
             self._queue.put_nowait(job)
-        self._metrics.queue_depth.labels(self.model).set(self._queue.qsize())
+        self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
         return [list(await asyncio.gather(*(job.future for job in group))) for group in jobs]
+
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more images fit in the queue now."""
+        return self._queue.maxsize - self._queue.qsize() >= n
 
     async def close(self) -> None:
         """Refuse new work, finish every queued image, then stop."""
@@ -87,7 +92,7 @@ class Batcher(Generic[R]):
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            self._metrics.queue_depth.labels(self.model).set(self._queue.qsize())
+            self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
             for engine in dict.fromkeys(job.engine for job in batch):
                 await self._run_group([job for job in batch if job.engine == engine], engine)
             for _ in batch:

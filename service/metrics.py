@@ -60,7 +60,9 @@ class Metrics:
         self.batch_size = Histogram(
             "tsc_batch_size", "Images per engine batch.", ["model", "engine"], buckets=BATCH_SIZES, registry=r
         )
-        self.queue_depth = Gauge("tsc_queue_depth", "Images waiting for a batch.", ["model"], registry=r)
+        self.queue_depth = Gauge(
+            "tsc_queue_depth", "Images waiting for a batch, per lane.", ["model", "lane"], registry=r
+        )
         self.spikes = Histogram(
             "tsc_spikes_per_image",
             "Spikes one inference emitted.",

@@ -11,13 +11,16 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from converter import CheckpointError, load
-from service.batching import Batcher
-from service.errors import ModelNotFound, NotReady
+from service.batching import Batcher, Outcome
+from service.errors import ModelNotFound, NotReady, QueueFull
 from service.inference import ImageResult, Network, run_batch, warm_up
 from service.metrics import Metrics
 from service.settings import Settings
@@ -25,6 +28,10 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+# Engines by lane: the reference simulations (stepped, rate) take seconds per image, so they queue and run
+# apart from the interactive ones and never hold up a fast answer.
+LANES = {"fast": "interactive", "ann": "interactive", "stepped": "reference", "rate": "reference"}
 
 
 def discover(model_dir: Path) -> dict[str, Path]:
@@ -47,12 +54,37 @@ def discover(model_dir: Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded, warmed-up network and the batcher that feeds it."""
+    """A loaded, warmed-up network and its batchers, one per lane."""
 
     name: str
     path: Path
     net: Network
-    batcher: Batcher[ImageResult]
+    batchers: dict[str, Batcher[ImageResult]]
+
+    async def submit(
+        self, images: Sequence[torch.Tensor], engines: Sequence[str]
+    ) -> list[list[Outcome[ImageResult]]]:
+        """Run every image on every engine (all queued or none); the outcomes: a list per engine, in order."""
+        lanes: dict[str, list[str]] = {}
+        for engine in engines:
+            lanes.setdefault(LANES[engine], []).append(engine)
+        for lane, named in lanes.items():
+            batcher = self.batchers[lane]
+            if not batcher.has_room(len(images) * len(named)):
+                raise QueueFull(f"the {lane} queue of model {self.name!r} is full; retry shortly")
+        answers = await asyncio.gather(
+            *(self.batchers[lane].submit(images, named) for lane, named in lanes.items())
+        )
+        by_engine = {
+            e: out
+            for named, outs in zip(lanes.values(), answers, strict=True)
+            for e, out in zip(named, outs, strict=True)
+        }
+        return [by_engine[engine] for engine in engines]
+
+    async def close(self) -> None:
+        """Let every lane finish what it has queued."""
+        await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
 
 
 def _load_and_warm(path: Path) -> Network:
@@ -79,11 +111,14 @@ class ModelStore:
             return self.settings.default_model
         return next(iter(self.models), None)
 
-    async def load_all(self, executor: Executor) -> None:
-        """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal."""
+    async def load_all(self, executors: dict[str, Executor]) -> None:
+        """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal.
+
+        ``executors`` holds a worker per lane (see ``LANES``); models are loaded on the interactive one.
+        """
         try:
             for name, path in self._discover().items():
-                await self._load(name, path, executor)
+                await self._load(name, path, executors)
         finally:
             self.loading = False
         if self.models and self.default_name != self.settings.default_model:
@@ -104,10 +139,12 @@ class ModelStore:
             log.error("no checkpoints in %s: the service is up but not ready (set TSC_MODEL_DIR)", model_dir)
         return found
 
-    async def _load(self, name: str, path: Path, executor: Executor) -> None:
+    async def _load(self, name: str, path: Path, executors: dict[str, Executor]) -> None:
         started = time.perf_counter()
         try:
-            net = await asyncio.get_running_loop().run_in_executor(executor, _load_and_warm, path)
+            net = await asyncio.get_running_loop().run_in_executor(
+                executors["interactive"], _load_and_warm, path
+            )
         except CheckpointError as exc:
             self._fail(name, str(exc))
             return
@@ -116,16 +153,20 @@ class ModelStore:
             self._fail(name, f"{type(exc).__name__}: {exc}")
             return
         infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
-        batcher = Batcher(
-            name,
-            infer,
-            executor,
-            self.metrics,
-            max_batch_size=self.settings.max_batch_size,
-            max_delay_s=self.settings.max_batch_delay_ms / 1000,
-            max_queue_size=self.settings.max_queue_size,
-        )
-        self.models[name] = ServedModel(name, path, net, batcher)
+        batchers = {
+            lane: Batcher(
+                name,
+                infer,
+                executor,
+                self.metrics,
+                max_batch_size=self.settings.max_batch_size,
+                max_delay_s=self.settings.max_batch_delay_ms / 1000,
+                max_queue_size=self.settings.max_queue_size,
+                lane=lane,
+            )
+            for lane, executor in executors.items()
+        }
+        self.models[name] = ServedModel(name, path, net, batchers)
         self.metrics.models_loaded.set(len(self.models))
         seconds = time.perf_counter() - started
         log.info("loaded %s (version %s, T=%d) from %s in %.2f s", name, net.version, net.T, path, seconds)
@@ -160,4 +201,4 @@ class ModelStore:
     async def close(self) -> None:
         """Refuse new work and let every batcher finish what it has queued."""
         self.stopping = True
-        await asyncio.gather(*(model.batcher.close() for model in self.models.values()))
+        await asyncio.gather(*(model.close() for model in self.models.values()))

@@ -14,20 +14,20 @@ from service.errors import ServiceError
 from service.images import decode_image
 from service.inference import InputSpec
 from service.metrics import Metrics
-from service.registry import ModelStore
+from service.registry import LANES, ModelStore
 from service.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """Owns the inference thread (one, torch using TSC_TORCH_THREADS threads) and the decoding threads."""
+    """Owns the inference threads (one per lane, TSC_TORCH_THREADS torch threads each) and decoders."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.store = ModelStore(settings, self.metrics)
-        self._inference: ThreadPoolExecutor | None = None
+        self._inference: dict[str, ThreadPoolExecutor] = {}
         self._decoding: ThreadPoolExecutor | None = None
         self._loading: asyncio.Task[None] | None = None
 
@@ -35,9 +35,10 @@ class Runtime:
         """Start the worker threads and load models in the background (so /livez answers meanwhile)."""
         threads = self.settings.torch_threads
         torch.set_num_threads(threads)
-        self._inference = ThreadPoolExecutor(
-            1, "tsc-infer", initializer=torch.set_num_threads, initargs=(threads,)
-        )
+        self._inference = {
+            lane: ThreadPoolExecutor(1, f"tsc-{lane}", initializer=torch.set_num_threads, initargs=(threads,))
+            for lane in dict.fromkeys(LANES.values())
+        }
         self._decoding = ThreadPoolExecutor(available_cores(), "tsc-decode")
         self._loading = asyncio.get_running_loop().create_task(self.store.load_all(self._inference))
         log.info("torch uses %d threads; loading models from %s", threads, self.settings.model_dir)
@@ -51,8 +52,8 @@ class Runtime:
         """Finish queued work, then release the threads (uvicorn has already let in-flight requests end)."""
         await self.wait_loaded()
         await self.store.close()
-        for pool in (self._decoding, self._inference):
-            assert pool is not None
+        assert self._decoding is not None
+        for pool in (self._decoding, *self._inference.values()):
             pool.shutdown(wait=True)
         log.info("stopped")
 

@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image (width x height).")
     max_batch_size: int = Field(32, ge=1, description="Most images the dynamic batcher runs together.")
     max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
-    max_queue_size: int = Field(256, ge=1, description="Images waiting per model before 503 queue_full.")
+    max_queue_size: int = Field(
+        256,
+        ge=1,
+        description="Images waiting per model and lane (fast+ann; stepped+rate) before 503 queue_full.",
+    )
     torch_threads: int = Field(
         default_factory=lambda: max(1, available_cores() - 1),
         ge=1,

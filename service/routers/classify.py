@@ -61,7 +61,7 @@ async def _classify(
     spec = served.net.input_spec
     images = await asyncio.gather(*(runtime.decode(file, spec) for file in files))
     engines = (options.engine, *COMPARED_ENGINES) if options.compare else (options.engine,)
-    per_engine = await served.batcher.submit(images, engines)
+    per_engine = await served.submit(images, engines)
     for engine, outcomes in zip(engines, per_engine, strict=True):
         if engine != "ann":  # the ANN neither spikes nor adds
             for outcome in outcomes:

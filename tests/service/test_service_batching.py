@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 from service.batching import Batcher
 from service.errors import NotReady, QueueFull
 from service.metrics import Metrics
+from service.registry import ServedModel
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +140,47 @@ async def test_cancelled_requests_are_skipped(engine: FakeEngine) -> None:
         await first
         await batcher.close()
     assert engine.batches == [("fast", 1)]
+
+
+class SlowReference(FakeEngine):
+    """Holds only the reference engines (stepped, rate) at the gate."""
+
+    def __call__(self, images: torch.Tensor, engine: str) -> Sequence[tuple[str, float]]:
+        if engine in ("stepped", "rate"):
+            self.gate.wait(5)
+        self.batches.append((engine, len(images)))
+        return [(engine, float(image[0, 0, 0])) for image in images]
+
+
+async def test_reference_engines_never_hold_up_interactive_answers() -> None:
+    engine = SlowReference()
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as fast_pool, ThreadPoolExecutor(1) as slow_pool:
+        lanes = {
+            "interactive": make(engine, fast_pool),
+            "reference": Batcher("m", engine, slow_pool, Metrics(), 8, 0.05, 64, lane="reference"),
+        }
+        served = ServedModel("m", Path("m"), None, lanes)  # type: ignore[arg-type]
+        compared = asyncio.ensure_future(served.submit([image(1)], ["fast", "ann", "rate"]))
+        await asyncio.sleep(0.1)  # the rate run is now holding the reference worker
+        ((quick,),) = await asyncio.wait_for(served.submit([image(2)], ["fast"]), 2)
+        assert quick.result == ("fast", 2.0) and not compared.done()
+        engine.gate.set()
+        fast, ann, rate = await compared
+        assert [fast[0].result, ann[0].result, rate[0].result] == [("fast", 1.0), ("ann", 1.0), ("rate", 1.0)]
+        await served.close()
+
+
+async def test_a_full_lane_refuses_the_whole_request(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        lanes = {
+            "interactive": make(engine, pool, max_queue_size=8),
+            "reference": Batcher("m", engine, pool, Metrics(), 1, 0, 1, lane="reference"),
+        }
+        served = ServedModel("m", Path("m"), None, lanes)  # type: ignore[arg-type]
+        with pytest.raises(QueueFull, match="reference queue"):
+            await served.submit([image(0), image(1)], ["fast", "rate"])
+        assert lanes["interactive"].has_room(8)  # nothing was queued on the lane that had room
+        engine.gate.set()
+        await served.close()

@@ -186,8 +186,8 @@ async def test_503_when_the_model_dir_is_empty_or_missing(tmp_path: Path) -> Non
 
 
 async def test_503_when_the_queue_is_full(model_dir: Path, png: bytes) -> None:
-    # compare=true queues three images (SNN, ANN, rate); a queue of two cannot take them.
-    async with serve(settings_for(model_dir, max_queue_size=2, max_batch_files=2)) as client:
+    # compare=true queues the SNN and ANN runs on the interactive lane: a queue of one cannot take both.
+    async with serve(settings_for(model_dir, max_queue_size=1, max_batch_files=1)) as client:
         response = await client.post("/classify?compare=true", files=upload(png))
         check(response, 503, "queue_full")
         assert response.headers["retry-after"] == "1"
