@@ -208,34 +208,58 @@ def _model_section(stem: str, title: str, paper_key: str, report: dict[str, Any]
 
 def _claims(report: dict[str, Any]) -> list[str]:
     """The paper's two claims on our numbers, compared on the rate-coded subset (like for like)."""
-    best = max(report["rate"], key=lambda r: (r["accuracy"], -r["timesteps"]))
+    rate = sorted(report["rate"], key=lambda r: r["timesteps"])
+    best = max(rate, key=lambda r: (r["accuracy"], -r["timesteps"]))
+    n = best["images"]
     sub = [r for r in report["runs"] if "accuracy_on_rate_subset" in r["tsc"]]
     lines = [
         f"Best rate-coded run: {_pct(best['accuracy'])}% at T_rate = {best['timesteps']} "
-        f"({_num(best['synaptic_additions'])} additions per image), on {best['images']} images."
+        f"({_num(best['synaptic_additions'])} additions per image), on {n} images.",
+        "",
     ]
+    # one image is the resolution of an accuracy on n images: "as good as" allows one image less
     good = sorted(
-        (r for r in sub if r["tsc"]["accuracy_on_rate_subset"] >= best["accuracy"]),
+        (r for r in sub if r["tsc"]["accuracy_on_rate_subset"] >= best["accuracy"] - 1.001 / n),
         key=lambda r: r["tsc"]["timesteps"],
     )
     if good:
         c = good[0]
         lines.append(
-            f"Smallest TSC run at equal or better accuracy on the same images: {c['calibration']}, "
-            f"T = {c['T']} "
-            f"({c['tsc']['timesteps']} steps, {_pct(c['tsc']['accuracy_on_rate_subset'])}% there, "
-            f"{_pct(c['tsc']['accuracy'])}% on all): "
-            f"rate/TSC timesteps **{best['timesteps'] / c['tsc']['timesteps']:.1f}x**, "
-            f"rate/TSC additions and "
-            f"memory accesses **{best['synaptic_additions'] / c['tsc']['synaptic_additions']:.1f}x** "
-            f"(paper: 7-14.5x fewer timesteps, 30-60x fewer additions)."
+            f"The paper's comparison: the smallest TSC run within one image of it on the same images is "
+            f"{c['calibration']}, T = {c['T']} ({c['tsc']['timesteps']} steps, "
+            f"{_pct(c['tsc']['accuracy_on_rate_subset'])}% there, {_pct(c['tsc']['accuracy'])}% on all): "
+            f"rate/TSC timesteps **{best['timesteps'] / c['tsc']['timesteps']:.1f}x**, rate/TSC additions "
+            f"and memory accesses **{best['synaptic_additions'] / c['tsc']['synaptic_additions']:.1f}x** "
+            "(paper: 7-14.5x fewer timesteps, 30-60x fewer additions)."
         )
     else:
-        lines.append("No TSC run in this sweep reaches the best rate-coded accuracy on the same images.")
-    lines.append(
-        f"With {best['images']} images one image is {100 / best['images']:.1f} points of accuracy: "
-        "the rate-coded figures are indicative only."
-    )
+        lines.append("No TSC run in this sweep comes within one image of the best rate-coded run.")
+    lines += [
+        "",
+        "At equal accuracy, run by run: for each TSC run, the shortest rate-coded run at least as accurate "
+        "on the same images (ratios > 1: TSC needs fewer).",
+        "",
+        "| TSC run | steps | accuracy there % | rate T_rate | rate accuracy % | rate/TSC timesteps "
+        "| rate/TSC additions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sub:
+        acc = r["tsc"]["accuracy_on_rate_subset"]
+        match = next((q for q in rate if q["accuracy"] >= acc), None)
+        head = f"| {r['calibration']}, T = {r['T']} | {r['tsc']['timesteps']} | {_pct(acc)} "
+        if match is None:
+            lines.append(head + f"| none up to {rate[-1]['timesteps']} | - | - | - |")
+            continue
+        lines.append(
+            head + f"| {match['timesteps']} | {_pct(match['accuracy'])} "
+            f"| {match['timesteps'] / r['tsc']['timesteps']:.2f}x "
+            f"| {match['synaptic_additions'] / r['tsc']['synaptic_additions']:.1f}x |"
+        )
+    lines += [
+        "",
+        f"With {n} images one image is {100 / n:.1f} points of accuracy: the rate-coded figures are "
+        "indicative only.",
+    ]
     return lines
 
 
