@@ -21,7 +21,7 @@ import torch
 DOCS = Path("docs")
 RESULTS = DOCS / "results"
 RATE_STEPS = "64,128,256,512,1024,2048"
-VGG_RATE_IMAGES = "50"  # 2048 IF steps through VGG-16 cost ~20 CPU-seconds per image
+VGG_RATE_IMAGES = "50"  # 2048 IF steps through VGG-16 cost ~20 s per image on 2 cores
 
 # spec section 9: the paper's numbers (ECCV 2020, CIFAR-10) for the tables
 PAPER = {
@@ -75,6 +75,23 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
             RATE_STEPS,
             "--rate-images",
             VGG_RATE_IMAGES,
+        ],
+    ),
+    (
+        "vgg16-rate200",
+        "VGG-16 again, rate-coded on 200 images (T_rate up to 512, for a like-for-like comparison)",
+        "vgg16",
+        [
+            "--run",
+            "runs/vgg16",
+            "--T",
+            "8,16,32",
+            "--methods",
+            "percentile:99.99",
+            "--rate-steps",
+            "64,128,256,512",
+            "--rate-images",
+            "200",
         ],
     ),
     (

@@ -76,7 +76,8 @@ def _fold_in(ops: list[Op], scale: Tensor) -> list[Op]:
 class Plan:
     """Synapse paths with the spec's normalised weights: durations in, ``T * z / lam + shift`` out.
 
-    The input factor ``lam_src / T`` and the output factor ``T / lam`` (and the shift, on one path) are
+    The input factor ``lam_src / T`` and the output factor ``T / lam`` (and, on one path, the shift plus
+    the level tolerance that decides exact boundaries upwards, see ``level_floor``) are
     folded into the first and last weight op of each path, so a layer costs one conv plus floor and clip.
     """
 
@@ -87,14 +88,12 @@ class Plan:
             if p.kind not in ("neuron", "output"):
                 continue
             gain = (net.T / net.lam(p.name)).to(dtype)
-            shift = torch.tensor(net.shift, dtype=dtype)
+            offset = torch.tensor(net.shift + level_tolerance(dtype), dtype=dtype)
             paths = []
             for i, t in enumerate(p.terms):
                 ops = _fold_in(t.ops, (net.lam(t.source) / net.T).to(dtype))
                 if p.kind == "neuron":  # logits stay in ANN units
-                    ops = append_affine(
-                        ops, ChannelAffine(scale=gain, bias=shift if i == 0 and net.shift else None)
-                    )
+                    ops = append_affine(ops, ChannelAffine(scale=gain, bias=offset if i == 0 else None))
                 paths.append((t.source, ops))
             self.paths[p.name] = paths
         self.counters = {
@@ -119,7 +118,6 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
     """Durations layer by layer in closed form; counts from precomputed fan-out groups."""
     plan = net.fast_plan()
     T, s = net.T, net.shift
-    tol = level_tolerance(net.dtype)
     n = images.shape[0]
     d: dict[str, Tensor] = {}
     layers: list[LayerCounts] = []
@@ -135,7 +133,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
         elif p.kind == "switch":
             d[p.name] = switch_pool(d[p.source], p.pool)
         else:
-            d[p.name] = _integrate(plan.paths[p.name], d).add_(tol).floor_().clamp_(0, T)
+            d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(
             LayerCounts(
