@@ -101,16 +101,14 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
         [
             "--factory",
             "tests.converter.thirdparty:load_resnet20",
-            "--limit",
-            "2000",
             "--T",
             "8,16,32,64,128",
             "--methods",
             "max,percentile:99.9,percentile:99.99,search",
             "--rate-steps",
-            "64,256",
+            RATE_STEPS,
             "--rate-images",
-            "40",
+            "100",
         ],
     ),
 ]
