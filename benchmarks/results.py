@@ -135,13 +135,19 @@ def measure(data: str, remeasure: bool) -> None:
 
 
 def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> dict[str, Any]:
-    """On/off spike times of a sample of neurons per layer for one test image, from the stepped engine."""
+    """On/off spike times of a sample of neurons per layer for one test image, from the stepped engine.
+
+    The image is the first test image the model classifies correctly.
+    """
     from converter import load
     from converter.datasets import open_dataset, to_float
 
     net = load(checkpoint)
     test = open_dataset(data, "test", cache_dir=".cache/datasets")
-    image = to_float(test.images[:1])
+    first = to_float(test.images[:64])
+    right = (net.run(first, "fast").logits.argmax(1) == test.labels[:64]).nonzero()
+    index = int(right[0]) if len(right) else 0
+    image = first[index : index + 1]
     res = net.run(image, "stepped", keep_durations=True)
     g = torch.Generator().manual_seed(0)
     layers = []
@@ -163,7 +169,7 @@ def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> di
         "model": net.name,
         "T": net.T,
         "timesteps": net.timesteps,
-        "label": test.classes[int(test.labels[0])],
+        "label": test.classes[int(test.labels[index])],
         "predicted": net.labels[int(res.logits.argmax())],
         "layers": layers,
     }
@@ -294,10 +300,18 @@ def _plots(reports: dict[str, dict[str, Any]]) -> list[str]:
             by_method.setdefault(r["calibration"], []).append((r["tsc"]["timesteps"], r["tsc"]["accuracy"]))
         for method, pts in by_method.items():
             pts.sort()
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=f"{stem} TSC ({method})")
+            ax.plot(
+                [p[0] for p in pts],
+                [100 * p[1] for p in pts],
+                "o-",
+                label=f"{stem} TSC ({method}, {report['test_images']} images)",
+            )
         rate = report["rate"]
         ax.plot(
-            [r["timesteps"] for r in rate], [100 * r["accuracy"] for r in rate], "s--", label=f"{stem} rate"
+            [r["timesteps"] for r in rate],
+            [100 * r["accuracy"] for r in rate],
+            "s--",
+            label=f"{stem} rate ({rate[0]['images']} images)",
         )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("total timesteps per inference")
