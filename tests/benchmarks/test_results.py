@@ -1,0 +1,74 @@
+"""The results report's claims check: like for like on the rate-coded images, ratios from the numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import results
+
+
+def _report() -> dict:
+    def tsc(T: int, steps: int, on_subset: float, adds: float) -> dict:
+        return {
+            "calibration": "percentile 99.99",
+            "T": T,
+            "tsc": {
+                "timesteps": steps,
+                "accuracy": on_subset - 0.01,
+                "accuracy_on_rate_subset": on_subset,
+                "synaptic_additions": adds,
+                "spikes": 1.0,
+                "memory_accesses": adds,
+                "neuron_updates": 1.0,
+            },
+        }
+
+    def rate(steps: int, acc: float, adds: float) -> dict:
+        return {
+            "timesteps": steps,
+            "accuracy": acc,
+            "images": 100,
+            "synaptic_additions": adds,
+            "spikes": 1.0,
+            "neuron_updates": 1.0,
+        }
+
+    return {
+        "test_images": 10_000,
+        "ann": {"accuracy": 0.9, "ann_macs": 1e6, "accuracy_on_rate_subset": 0.9},
+        "runs": [tsc(4, 40, 0.50, 1e6), tsc(8, 80, 0.87, 2e6), tsc(16, 160, 0.95, 3e6)],
+        "rate": [rate(64, 0.80, 4e7), rate(256, 0.88, 1.6e8), rate(1024, 0.88, 6.4e8)],
+    }
+
+
+def test_claims_compare_on_the_same_images_with_one_image_of_resolution():
+    text = "\n".join(results._claims(_report()))
+    # best rate: 88% at 256 (the earliest of the ties); TSC T=8 is 87%, one image of 100 below: it counts
+    assert "88.00% at T_rate = 256" in text
+    assert "T = 8 (80 steps" in text
+    assert "rate/TSC timesteps **3.2x**" in text and "additions and memory accesses **80.0x**" in text
+    rows = [line for line in text.splitlines() if line.startswith("| percentile")]
+    # T=4 (50%) is matched by T_rate=64; T=8 (87%) by 256; T=16 (95%) by none
+    assert rows[0].endswith("| 64 | 80.00 | 1.60x | 40.0x |")
+    assert rows[1].endswith("| 256 | 88.00 | 3.20x | 80.0x |")
+    assert "none up to 1024" in rows[2]
+
+
+def test_no_claim_when_tsc_never_comes_close():
+    report = _report()
+    report["runs"] = report["runs"][:1]
+    assert "No TSC run in this sweep comes within one image" in "\n".join(results._claims(report))
+
+
+def test_render_writes_markdown_and_plots_from_json_only(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(results, "DOCS", tmp_path)
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    stem = results.MEASUREMENTS[0][0]
+    (tmp_path / "results" / f"{stem}.json").write_text(json.dumps(_report()))
+    text = results.render().read_text()
+    assert "**90.00%**" in text and f"`docs/results/{results.MEASUREMENTS[1][0]}.json` is missing" in text
+    assert (tmp_path / "results" / "accuracy_vs_timesteps.png").stat().st_size > 0
+    assert (tmp_path / "results" / "operations.png").stat().st_size > 0
