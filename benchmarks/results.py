@@ -227,6 +227,56 @@ def _model_section(stem: str, title: str, paper_key: str, report: dict[str, Any]
     return lines
 
 
+def _equal_accuracy(report: dict[str, Any]) -> list[tuple[dict, dict | None]]:
+    """Each TSC run measured on the rate images with the shortest rate run at least as accurate there."""
+    rate = sorted(report["rate"], key=lambda r: r["timesteps"])
+    return [
+        (r, next((q for q in rate if q["accuracy"] >= r["tsc"]["accuracy_on_rate_subset"]), None))
+        for r in report["runs"]
+        if "accuracy_on_rate_subset" in r["tsc"]
+    ]
+
+
+def _span(values: list[float], digits: int) -> str:
+    return "-" if not values else f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
+
+
+def _summary(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per model: how close TSC gets to its ANN, and the paper's two ratios at equal accuracy."""
+    lines = [
+        "## Summary",
+        "",
+        "| model | ANN % | shortest TSC run within 0.5 points of the ANN | rate images "
+        "| rate/TSC additions at equal accuracy | rate/TSC timesteps at equal accuracy |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for stem, report in reports.items():
+        ann = report["ann"]["accuracy"]
+        close = sorted(
+            (r for r in report["runs"] if r["tsc"]["accuracy"] >= ann - 0.005),
+            key=lambda r: r["tsc"]["timesteps"],
+        )
+        tsc = (
+            f"{close[0]['calibration']}, T = {close[0]['T']}: {close[0]['tsc']['timesteps']} steps, "
+            f"{_pct(close[0]['tsc']['accuracy'])}%"
+            if close
+            else "none"
+        )
+        pairs = [(r, q) for r, q in _equal_accuracy(report) if q is not None] if report.get("rate") else []
+        adds = [q["synaptic_additions"] / r["tsc"]["synaptic_additions"] for r, q in pairs]
+        steps = [q["timesteps"] / r["tsc"]["timesteps"] for r, q in pairs]
+        images = report["rate"][0]["images"] if report.get("rate") else "-"
+        lines.append(f"| `{stem}` | {_pct(ann)} | {tsc} | {images} | {_span(adds, 1)} | {_span(steps, 2)} |")
+    lines += [
+        "",
+        "The paper reports 30-60x fewer additions and 7-14.5x fewer timesteps than rate coding. Our rate "
+        "baseline shares TSC's thresholds, resets by subtraction and gates max pooling by rate, so it nears "
+        "the ANN in few steps (tables below), while TSC's latency grows as L·T (spec section 3).",
+        "",
+    ]
+    return lines
+
+
 def _claims(report: dict[str, Any]) -> list[str]:
     """The paper's two claims on our numbers, compared on the rate-coded subset (like for like)."""
     rate = sorted(report["rate"], key=lambda r: r["timesteps"])
@@ -264,9 +314,8 @@ def _claims(report: dict[str, Any]) -> list[str]:
         "| rate/TSC additions |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in sub:
+    for r, match in _equal_accuracy(report):
         acc = r["tsc"]["accuracy_on_rate_subset"]
-        match = next((q for q in rate if q["accuracy"] >= acc), None)
         head = f"| {r['calibration']}, T = {r['T']} | {r['tsc']['timesteps']} | {_pct(acc)} "
         if match is None:
             lines.append(head + f"| none up to {rate[-1]['timesteps']} | - | - | - |")
@@ -387,6 +436,7 @@ def render() -> Path:
         "(`cifar10/{train,test}`, quality ~75), 10,000 test images unless a table says otherwise. "
         "Accuracy is top-1; operations are per image, averaged over the images evaluated.",
         "",
+        *_summary(reports),
     ]
     for stem, title, paper_key, _ in MEASUREMENTS:
         if stem in reports:
