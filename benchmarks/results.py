@@ -29,24 +29,20 @@ PAPER = {
     "vgg16": {"ann": 93.63, "tsc": "92.79 at 64 steps, 93.63 at 512", "rate": "RMP-SNN 93.63 at >= 512"},
 }
 
+
+def _sweep(source: list[str], T: str, methods: str, rate_steps: str, rate_images: str) -> list[str]:
+    """``python -m converter sweep`` arguments (all but --data) for one model."""
+    return [*source, "--T", T, "--methods", methods, "--rate-steps", rate_steps, "--rate-images", rate_images]
+
+
+P9999 = "percentile:99.99"
 # what is measured: (file stem, title, paper key, sweep arguments after --data)
 MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
     (
         "resnet20",
         "ResNet-20 trained here (plain ReLU, 55 epochs)",
         "resnet20",
-        [
-            "--run",
-            "runs/resnet20",
-            "--T",
-            "4,8,16,32,64",
-            "--methods",
-            "percentile:99.99",
-            "--rate-steps",
-            RATE_STEPS,
-            "--rate-images",
-            "200",
-        ],
+        _sweep(["--run", "runs/resnet20"], "4,8,16,32,64", P9999, RATE_STEPS, "200"),
     ),
     (
         "resnet20-cf8",
@@ -64,52 +60,25 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
         "vgg16",
         "VGG-16 trained here (plain ReLU; stopped at epoch 105 of 108, best epoch's weights in fp16)",
         "vgg16",
-        [
-            "--run",
-            "runs/vgg16",
-            "--T",
-            "4,8,16,32,64",
-            "--methods",
-            "percentile:99.99",
-            "--rate-steps",
-            RATE_STEPS,
-            "--rate-images",
-            VGG_RATE_IMAGES,
-        ],
+        _sweep(["--run", "runs/vgg16"], "4,8,16,32,64", P9999, RATE_STEPS, VGG_RATE_IMAGES),
     ),
     (
         "vgg16-rate200",
         "VGG-16 again, rate-coded on 200 images (T_rate up to 512, for a like-for-like comparison)",
         "vgg16",
-        [
-            "--run",
-            "runs/vgg16",
-            "--T",
-            "8,16,32",
-            "--methods",
-            "percentile:99.99",
-            "--rate-steps",
-            "64,128,256,512",
-            "--rate-images",
-            "200",
-        ],
+        _sweep(["--run", "runs/vgg16"], "8,16,32", P9999, "64,128,256,512", "200"),
     ),
     (
         "thirdparty-resnet20",
         "Third-party ResNet-20 (trained on the original CIFAR-10), as users bring it",
         "resnet20",
-        [
-            "--factory",
-            "tests.converter.thirdparty:load_resnet20",
-            "--T",
+        _sweep(
+            ["--factory", "tests.converter.thirdparty:load_resnet20"],
             "8,16,32,64,128",
-            "--methods",
             "max,percentile:99.9,percentile:99.99,search",
-            "--rate-steps",
             RATE_STEPS,
-            "--rate-images",
             "100",
-        ],
+        ),
     ),
 ]
 RASTER_CHECKPOINT = Path("models/resnet20-cifar10")
@@ -229,7 +198,7 @@ def _model_section(stem: str, title: str, paper_key: str, report: dict[str, Any]
 
 def _equal_accuracy(report: dict[str, Any]) -> list[tuple[dict, dict | None]]:
     """Each TSC run measured on the rate images with the shortest rate run at least as accurate there."""
-    rate = sorted(report["rate"], key=lambda r: r["timesteps"])
+    rate = sorted(report.get("rate", []), key=lambda r: r["timesteps"])
     return [
         (r, next((q for q in rate if q["accuracy"] >= r["tsc"]["accuracy_on_rate_subset"]), None))
         for r in report["runs"]
@@ -252,17 +221,18 @@ def _summary(reports: dict[str, dict[str, Any]]) -> list[str]:
     ]
     for stem, report in reports.items():
         ann = report["ann"]["accuracy"]
-        close = sorted(
+        close = min(
             (r for r in report["runs"] if r["tsc"]["accuracy"] >= ann - 0.005),
             key=lambda r: r["tsc"]["timesteps"],
+            default=None,
         )
         tsc = (
-            f"{close[0]['calibration']}, T = {close[0]['T']}: {close[0]['tsc']['timesteps']} steps, "
-            f"{_pct(close[0]['tsc']['accuracy'])}%"
+            f"{close['calibration']}, T = {close['T']}: {close['tsc']['timesteps']} steps, "
+            f"{_pct(close['tsc']['accuracy'])}%"
             if close
             else "none"
         )
-        pairs = [(r, q) for r, q in _equal_accuracy(report) if q is not None] if report.get("rate") else []
+        pairs = [(r, q) for r, q in _equal_accuracy(report) if q is not None]
         adds = [q["synaptic_additions"] / r["tsc"]["synaptic_additions"] for r, q in pairs]
         steps = [q["timesteps"] / r["tsc"]["timesteps"] for r, q in pairs]
         images = report["rate"][0]["images"] if report.get("rate") else "-"
@@ -282,19 +252,19 @@ def _claims(report: dict[str, Any]) -> list[str]:
     rate = sorted(report["rate"], key=lambda r: r["timesteps"])
     best = max(rate, key=lambda r: (r["accuracy"], -r["timesteps"]))
     n = best["images"]
-    sub = [r for r in report["runs"] if "accuracy_on_rate_subset" in r["tsc"]]
+    matches = _equal_accuracy(report)
     lines = [
         f"Best rate-coded run: {_pct(best['accuracy'])}% at T_rate = {best['timesteps']} "
         f"({_num(best['synaptic_additions'])} additions per image), on {n} images.",
         "",
     ]
     # one image is the resolution of an accuracy on n images: "as good as" allows one image less
-    good = sorted(
-        (r for r in sub if r["tsc"]["accuracy_on_rate_subset"] >= best["accuracy"] - 1.001 / n),
+    c = min(
+        (r for r, _ in matches if r["tsc"]["accuracy_on_rate_subset"] >= best["accuracy"] - 1.001 / n),
         key=lambda r: r["tsc"]["timesteps"],
+        default=None,
     )
-    if good:
-        c = good[0]
+    if c:
         lines.append(
             f"The paper's comparison: the smallest TSC run within one image of it on the same images is "
             f"{c['calibration']}, T = {c['T']} ({c['tsc']['timesteps']} steps, "
@@ -314,7 +284,7 @@ def _claims(report: dict[str, Any]) -> list[str]:
         "| rate/TSC additions |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r, match in _equal_accuracy(report):
+    for r, match in matches:
         acc = r["tsc"]["accuracy_on_rate_subset"]
         head = f"| {r['calibration']}, T = {r['T']} | {r['tsc']['timesteps']} | {_pct(acc)} "
         if match is None:

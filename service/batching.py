@@ -68,8 +68,7 @@ class Batcher(Generic[R]):
         """Queue each image once per engine (all or none); await the outcomes: a list per engine, in order."""
         if self._closing:
             raise NotReady("the server is shutting down")
-        if not self.has_room(len(images) * len(engines)):
-            raise QueueFull(f"the {self.lane} queue of model {self.model!r} is full; retry shortly")
+        self.ensure_room(len(images) * len(engines))
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [[_Job(image, engine, loop.create_future(), now) for image in images] for engine in engines]
@@ -81,6 +80,11 @@ class Batcher(Generic[R]):
     def has_room(self, n: int) -> bool:
         """Whether ``n`` more images fit in the queue now."""
         return self._queue.maxsize - self._queue.qsize() >= n
+
+    def ensure_room(self, n: int) -> None:
+        """Raise QueueFull unless ``n`` more images fit in the queue now."""
+        if not self.has_room(n):
+            raise QueueFull(f"the {self.lane} queue of model {self.model!r} is full; retry shortly")
 
     async def close(self) -> None:
         """Refuse new work, finish every queued image, then stop."""

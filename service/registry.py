@@ -20,7 +20,7 @@ import torch
 
 from converter import CheckpointError, load
 from service.batching import Batcher, Outcome
-from service.errors import ModelNotFound, NotReady, QueueFull
+from service.errors import ModelNotFound, NotReady
 from service.inference import ImageResult, Network, run_batch, warm_up
 from service.metrics import Metrics
 from service.settings import Settings
@@ -68,10 +68,8 @@ class ServedModel:
         lanes: dict[str, list[str]] = {}
         for engine in engines:
             lanes.setdefault(LANES[engine], []).append(engine)
-        for lane, named in lanes.items():
-            batcher = self.batchers[lane]
-            if not batcher.has_room(len(images) * len(named)):
-                raise QueueFull(f"the {lane} queue of model {self.name!r} is full; retry shortly")
+        for lane, named in lanes.items():  # check every lane before queueing on any
+            self.batchers[lane].ensure_room(len(images) * len(named))
         answers = await asyncio.gather(
             *(self.batchers[lane].submit(images, named) for lane, named in lanes.items())
         )

@@ -12,28 +12,16 @@ from converter.cli import main
 DATA = "synthetic:classes=4,n=96,size=32,test_n=48"
 
 
+def _train(out, *extra: str) -> int:
+    """One epoch of ``train`` on the synthetic set (small batches), plus ``extra`` arguments."""
+    argv = ["train", "--model", "resnet20", "--data", DATA, "--epochs", "1", "--batch-size", "32"]
+    return main([*argv, *extra, "--out", str(out), "--json"])
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "resnet20",
-                "--data",
-                DATA,
-                "--epochs",
-                "1",
-                "--out",
-                str(out),
-                "--batch-size",
-                "32",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert _train(out) == 0
     return out
 
 
@@ -161,33 +149,9 @@ def test_bad_arguments(capsys):
 def test_lossless_option_end_to_end(run_dir, tmp_path, capsys):
     """train --clip-floor from a trained run, convert at the same T: the SNN answers exactly like its ANN."""
     cf = tmp_path / "cf"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "resnet20",
-                "--data",
-                DATA,
-                "--init",
-                str(run_dir / "model.safetensors"),
-                "--clip-floor",
-                "4",
-                "--epochs",
-                "1",
-                "--lr",
-                "0.01",
-                "--warmup-epochs",
-                "0",
-                "--batch-size",
-                "32",
-                "--out",
-                str(cf),
-                "--json",
-            ]
-        )
-        == 0
-    )
+    init = str(run_dir / "model.safetensors")
+    extra = ["--init", init, "--clip-floor", "4", "--lr", "0.01", "--warmup-epochs", "0"]
+    assert _train(cf, *extra) == 0
     assert json.loads((cf / "model.json").read_text())["clip_floor"] == {"T": 4, "shift": 0.5}
     capsys.readouterr()
     assert (
