@@ -125,11 +125,12 @@ def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> di
             continue
         d = res.durations[p.name][0].flatten()
         pick = torch.randperm(d.numel(), generator=g)[:neurons_per_layer]
-        end = (p.window + 1) * net.T
+        end = net.schedule.end(p.name)
         layers.append(
             {
                 "name": p.name,
                 "window": p.window,
+                "start": net.schedule.start[p.name],
                 "on": [end - int(v) if v > 0 else None for v in d[pick]],
                 "off": end,
             }

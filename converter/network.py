@@ -1,4 +1,4 @@
-"""A converted TSC-SNN: graph, thresholds, window length; run it with any engine, save it, load it."""
+"""A converted TSC-SNN: graph, thresholds, per-layer windows; run it with any engine, save it, load it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from converter.engines import ann, fast, rate, stepped
 from converter.graph import Graph
 from converter.results import RunResult
 from converter.trace import trace_model
+from converter.windows import Schedule, check_windows, uniform
 
 ENGINES = ("fast", "stepped", "rate", "ann")
 LAM_PREFIX = "lam."
@@ -48,7 +49,7 @@ class SpikingNetwork:
         self,
         graph: Graph,
         lams: dict[str, Tensor],
-        T: int,
+        T: int | dict[str, int],
         shift: float,
         *,
         name: str,
@@ -59,26 +60,27 @@ class SpikingNetwork:
         provenance: dict[str, Any],
         accuracy: dict[str, Any] | None = None,
     ) -> None:
-        if T < 1:
+        if isinstance(T, int) and T < 1:
             raise ValueError(f"T must be a positive number of steps, got {T}")
         if shift not in (0, 0.5):
             raise ValueError(f"shift must be 0 or 0.5 (spec section 2), got {shift}")
         if len(labels) != graph.output.size:
             raise ValueError(f"{len(labels)} labels for {graph.output.size} outputs")
-        self.graph, self.lams, self.T, self.shift = graph, lams, T, float(shift)
+        self.graph, self.lams, self.shift = graph, lams, float(shift)
+        self.windows = check_windows(graph, uniform(graph, T) if isinstance(T, int) else T)
+        self.schedule = Schedule.build(graph, self.windows)
         self.name, self.version, self.labels, self.input_spec = name, version, list(labels), input_spec
         self.calibration, self.provenance, self.accuracy = calibration, provenance, accuracy or {}
         self.term_fanouts = term_fanouts(graph)
         self.fanouts = fanouts(graph, self.term_fanouts)
         self.ann_macs = ann_macs(graph)
-        self._plans: dict[tuple[int, torch.dtype], fast.Plan] = {}
+        self._plans: dict[torch.dtype, fast.Plan] = {}
 
     def fast_plan(self) -> fast.Plan:
-        """The fast engine's precomputed paths and counters for the current ``T`` and dtype (cached)."""
-        key = (self.T, self.dtype)
-        if key not in self._plans:
-            self._plans[key] = fast.Plan(self)
-        return self._plans[key]
+        """The fast engine's precomputed paths and counters for these windows and dtype (cached)."""
+        if self.dtype not in self._plans:
+            self._plans[self.dtype] = fast.Plan(self)
+        return self._plans[self.dtype]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,9 +88,23 @@ class SpikingNetwork:
         return next(iter(self.lams.values())).dtype if self.lams else torch.float32
 
     @property
+    def T(self) -> int:
+        """The longest window (every window, when they are uniform)."""
+        return max(self.windows.values())
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every layer has the same window."""
+        return len(set(self.windows.values())) == 1
+
+    @property
     def timesteps(self) -> int:
-        """Latency of one inference: ``L * T`` steps."""
-        return self.graph.depth * self.T
+        """Latency of one inference: the sum of windows along the longest path (``L * T`` when uniform)."""
+        return self.schedule.total
+
+    def window(self, name: str) -> int:
+        """Steps of the window a population speaks in (a switch shares its source's)."""
+        return self.schedule.length[name]
 
     def lam(self, name: str) -> Tensor:
         """Threshold scale of a population (1 for input pixels and output; a switch shares its source's)."""
@@ -102,10 +118,15 @@ class SpikingNetwork:
         return self._copy(graph=self.graph.to(dtype), lams={k: v.to(dtype) for k, v in self.lams.items()})
 
     def with_timesteps(self, T: int) -> SpikingNetwork:
-        """Copy with another window length (thresholds kept)."""
+        """Copy with the window ``T`` in every layer (thresholds kept)."""
         if T < 1:
             raise ValueError(f"T must be a positive number of steps, got {T}")
-        return self._copy(T=T)
+        return self.with_windows(uniform(self.graph, T))
+
+    def with_windows(self, windows: dict[str, int]) -> SpikingNetwork:
+        """Copy with per-layer windows (thresholds kept), naming the input and every neuron layer."""
+        windows = check_windows(self.graph, windows)
+        return self._copy(windows=windows, schedule=Schedule.build(self.graph, windows))
 
     def _copy(self, **changes: Any) -> SpikingNetwork:
         """Shallow copy sharing the precomputed counts, with ``changes`` applied and no cached plans."""
@@ -144,6 +165,7 @@ class SpikingNetwork:
             "name": self.name,
             "version": self.version,
             "T": self.T,
+            "windows": self.windows,
             "shift": self.shift,
             "labels": self.labels,
             "input": {**asdict(self.input_spec), "range": [0, 1], "layout": "NCHW"},
@@ -156,6 +178,8 @@ class SpikingNetwork:
                     "kind": p.kind,
                     "shape": list(p.shape),
                     "window": p.window,
+                    "steps": self.window(p.name) if p.kind != "output" else None,
+                    "start": self.schedule.start[p.name],
                     "origin": p.origin,
                     "lam": self.lams[p.name].tolist() if p.name in self.lams else None,
                 }
@@ -185,7 +209,7 @@ def load(path: str | Path) -> SpikingNetwork:
         return SpikingNetwork(
             graph,
             lams,
-            int(manifest["T"]),
+            manifest.get("windows") or int(manifest["T"]),
             float(manifest["shift"]),
             name=manifest["name"],
             version=str(manifest["version"]),

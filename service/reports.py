@@ -123,6 +123,7 @@ def _summary_fields(served: ServedModel, default: str | None) -> dict[str, Any]:
         "name": served.name,
         "version": net.version,
         "T": net.T,
+        "windows": net.windows,
         "timesteps": net.timesteps,
         "classes": len(net.labels),
         "input": InputInfo(channels=spec.channels, height=spec.height, width=spec.width),

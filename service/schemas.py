@@ -64,14 +64,17 @@ class ModelRef(BaseModel):
 
     name: str
     version: str
-    T: int = Field(description="TSC time steps per layer.")
+    T: int = Field(description="TSC time steps of the longest layer window (of every window when uniform).")
     engine: str
 
 
 class Latency(BaseModel):
     """Time the answer took, in simulated time steps and in server wall-clock time."""
 
-    timesteps: int = Field(description="SNN latency in time steps (layers x T) until the output is read.")
+    timesteps: int = Field(
+        description="SNN latency in time steps until the output is read: the sum of the layer windows "
+        "along the longest path (layers x T when every window is T)."
+    )
     server_ms: float = Field(description="Wall time from the request's arrival to this response.")
     queue_ms: float = Field(description="Time the image waited for its batch.")
     inference_ms: float = Field(description="Engine time of the batch the image ran in.")
@@ -179,8 +182,9 @@ class ModelSummary(BaseModel):
 
     name: str
     version: str
-    T: int
-    timesteps: int
+    T: int = Field(description="The longest layer window, in steps.")
+    windows: dict[str, int] = Field(description="Steps of each layer's window: input and every neuron layer.")
+    timesteps: int = Field(description="Latency: the sum of windows along the longest path.")
     classes: int
     input: InputInfo
     default: bool = Field(description="Used when a request names no model.")

@@ -74,9 +74,9 @@ def _fold_in(ops: list[Op], scale: Tensor) -> list[Op]:
 
 
 class Plan:
-    """Synapse paths with the spec's normalised weights: durations in, ``T * z / lam + shift`` out.
+    """Synapse paths with the spec's normalised weights: durations in, ``T_l * z / lam + shift`` out.
 
-    The input factor ``lam_src / T`` and the output factor ``T / lam`` (and, on one path, the shift plus
+    The input factor ``lam_src / T_src`` and the output factor ``T_l / lam`` (and, on one path, the shift plus
     the level tolerance that decides exact boundaries upwards, see ``level_floor``) are
     folded into the first and last weight op of each path, so a layer costs one conv plus floor and clip.
     """
@@ -87,12 +87,12 @@ class Plan:
         for p in net.graph.populations:
             if p.kind not in ("neuron", "output"):
                 continue
-            gain = (net.T / net.lam(p.name)).to(dtype)
+            gain = (net.window(p.name) / net.lam(p.name)).to(dtype) if p.kind == "neuron" else None
             offset = torch.tensor(net.shift + level_tolerance(dtype), dtype=dtype)
             paths = []
             for i, t in enumerate(p.terms):
-                ops = _fold_in(t.ops, (net.lam(t.source) / net.T).to(dtype))
-                if p.kind == "neuron":  # logits stay in ANN units
+                ops = _fold_in(t.ops, (net.lam(t.source) / net.window(t.source)).to(dtype))
+                if gain is not None:  # logits stay in ANN units
                     ops = append_affine(ops, ChannelAffine(scale=gain, bias=offset if i == 0 else None))
                 paths.append((t.source, ops))
             self.paths[p.name] = paths
@@ -117,17 +117,19 @@ def _integrate(paths: list[tuple[str, list[Op]]], d: dict[str, Tensor]) -> Tenso
 def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> RunResult:
     """Durations layer by layer in closed form; counts from precomputed fan-out groups."""
     plan = net.fast_plan()
-    T, s = net.T, net.shift
+    s = net.shift
     n = images.shape[0]
     d: dict[str, Tensor] = {}
     layers: list[LayerCounts] = []
     logits = images
     zeros = torch.zeros(n, dtype=torch.int64)
     for p in net.graph.populations:
+        updates = net.schedule.updates(p) * p.size
         if p.kind == "output":
             logits = _integrate(plan.paths[p.name], d)
-            layers.append(LayerCounts(p.name, p.kind, p.size, zeros, zeros, T * p.size))
+            layers.append(LayerCounts(p.name, p.kind, p.size, zeros, zeros, updates))
             break
+        T = net.window(p.name)
         if p.kind == "input":
             d[p.name] = torch.clamp(level_floor(images.to(net.dtype).contiguous() * T + s), 0, T)
         elif p.kind == "switch":
@@ -142,7 +144,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
                 p.size,
                 zeros if p.kind == "switch" else spikes,
                 additions,
-                2 * T * p.size if p.kind == "neuron" else 0,
+                updates,
             )
         )
     return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)

@@ -1,10 +1,14 @@
 """Stepped engine: every step of spec section 3 simulated with explicit on/off spike events (the referee).
 
-Global time runs over ``L * T`` steps plus one for the last off-spikes. At each step, populations that
-speak emit events (input pixels at ``T - d``; neurons at the first step their potential is >= 0;
-switches when the first of their inputs turns on; every active unit switches off at its window end),
-events reach their targets (after whole-window delays for shortcuts) as current steps ``I += w`` /
-``I -= w``, and integrating neurons update ``V += I + b - theta``. Counts are taken from the events.
+Global time runs over the schedule's ``timesteps`` plus one step for the last off-spikes (see
+``converter.windows``: each population speaks in its own window of ``T_l`` steps). At each step,
+populations that speak emit events (input pixels at ``start + T - d``; neurons at the first step their
+potential is >= 0; switches when the first of their inputs turns on; every active unit switches off at
+its window end), events reach their targets (shortcuts after their delay in steps) as current steps
+``I += w`` / ``I -= w`` with ``w = W * (lam_src / T_src) * (T_l / lam_l)``, and integrating neurons update
+``V += I + (T_l * b / lam_l - T_l) / span`` on each of the ``span`` steps before they speak: the bias and
+the ramp ``-theta`` of spec section 3, spread over the integration span (``b`` and ``-1`` per step when
+every window is ``T``). Counts are taken from the events.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from converter.results import LayerCounts, RunResult
 if TYPE_CHECKING:
     from converter.graph import Population
     from converter.network import SpikingNetwork
+    from converter.windows import Schedule
 
 
 class _Unit:
@@ -39,52 +44,51 @@ class _Unit:
 
 def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> RunResult:
     """Simulate every step; return logits, counts and (optionally) durations read from spike times."""
-    g, T = net.graph, net.T
-    dtype = net.dtype
+    g, sched, dtype = net.graph, net.schedule, net.dtype
     x = images.to(dtype)
     n = x.shape[0]
     units = {p.name: _Unit(p, n, dtype, net.shift) for p in g.populations}
-    lam = {p.name: net.lam(p.name).to(dtype) for p in g.populations}
-    bias = {
-        p.name: g.offsets(p, dtype) / lam_view(lam[p.name], len(p.shape) + 1)
-        for p in g.populations
-        if p.kind in ("neuron", "output")
-    }
-    d_input = torch.clamp(level_floor(x * T + net.shift), 0, T)
-    delayed = {t.source for p in g.populations for t in p.terms if g.delay(t, p) > 0}
-    total = g.depth * T
-    for step in range(total + 1):
-        window, m = divmod(step, T)
+    per_step = {p.name: net.lam(p.name).to(dtype) / net.window(p.name) for p in g.populations[:-1]}
+    gain: dict[str, Tensor] = {}
+    drive: dict[str, Tensor] = {}
+    for p in g.populations:
+        if p.kind == "neuron":
+            T = net.window(p.name)
+            gain[p.name] = T / lam_view(net.lam(p.name).to(dtype), len(p.shape) + 1)
+            drive[p.name] = (g.offsets(p, dtype) * gain[p.name] - T) / sched.span[p.name]
+        elif p.kind == "output":
+            gain[p.name] = torch.ones((), dtype=dtype)
+            drive[p.name] = g.offsets(p, dtype) / sched.span[p.name]
+    T_in = net.window("input")
+    d_input = torch.clamp(level_floor(x * T_in + net.shift), 0, T_in)
+    delayed = {t.source for p in g.populations for t in p.terms if sched.delay(t, p) > 0}
+    for step in range(sched.total + 1):
         events = {
-            p.name: _emit(units[p.name], step, window, m, T, d_input, units)
+            p.name: _emit(units[p.name], step, sched, d_input, units)
             for p in g.populations
             if p.kind != "output"
         }
         for name in delayed:  # only the speaking window and its off-step carry events; int8 keeps them small
-            if 0 <= step - units[name].p.window * T <= T:
+            if sched.start[name] <= step <= sched.end(name):
                 units[name].history[step] = events[name].to(torch.int8)
         for p in g.populations:
             if p.kind not in ("neuron", "output"):
                 continue
-            u = units[p.name]
-            integrate = p.window - 1 if p.kind == "neuron" else p.window
-            if window not in (integrate, integrate + 1):
+            speak = sched.start[p.name]
+            if not speak - sched.span[p.name] <= step <= speak:
                 continue
+            u = units[p.name]
             for ti, t in enumerate(p.terms):
-                ev = (
-                    units[t.source].history.get(step - g.delay(t, p) * T)
-                    if g.delay(t, p)
-                    else events[t.source]
-                )
+                delay = sched.delay(t, p)
+                ev = units[t.source].history.get(step - delay) if delay else events[t.source]
                 if ev is None or not ev.any():
                     continue
                 ev = ev.to(dtype)
-                signal = ev * lam_view(lam[t.source], ev.dim())
-                u.I += run_chain(t.ops, signal, bias=False) / lam_view(lam[p.name], u.I.dim())
+                signal = ev * lam_view(per_step[t.source], ev.dim())
+                u.I += run_chain(t.ops, signal, bias=False) * gain[p.name]
                 units[t.source].additions += ev.abs().flatten(1).double() @ net.term_fanouts[p.name][ti]
-            if window == integrate and step < total:
-                u.V += u.I + bias[p.name] - (1.0 if p.kind == "neuron" else 0.0)
-    out = g.output
+            if step < speak:
+                u.V += u.I + drive[p.name]
     layers = [
         LayerCounts(
             p.name,
@@ -92,29 +96,28 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             p.size,
             units[p.name].spikes,
             units[p.name].additions.round().to(torch.int64),
-            {"neuron": 2 * T, "output": T}.get(p.kind, 0) * p.size,
+            sched.updates(p) * p.size,
         )
         for p in g.populations
     ]
     d = None
     if keep_durations:
-        d = {name: _durations(u, T) for name, u in units.items() if u.p.kind != "output"}
+        d = {name: _durations(u, sched) for name, u in units.items() if u.p.kind != "output"}
         d["input"] = d_input
-    return RunResult("stepped", units[out.name].V / T, net.timesteps, net.ann_macs, layers, d)
+    return RunResult("stepped", units[g.output.name].V, net.timesteps, net.ann_macs, layers, d)
 
 
-def _emit(
-    u: _Unit, step: int, window: int, m: int, T: int, d_input: Tensor, units: dict[str, _Unit]
-) -> Tensor:
+def _emit(u: _Unit, step: int, sched: Schedule, d_input: Tensor, units: dict[str, _Unit]) -> Tensor:
     """Signed events (+1 on-spike, -1 off-spike) a population emits at ``step``; updates its state."""
     p = u.p
+    start, T = sched.start[p.name], sched.length[p.name]
     ev = torch.zeros(u.active.shape, dtype=u.V.dtype)
-    if window == p.window + 1 and m == 0:  # the shared off-spike at the end of the speaking window
+    if step == start + T:  # the shared off-spike at the end of the speaking window
         ev -= u.active.to(ev.dtype)
         u.active.zero_()
-    elif window == p.window:
+    elif start <= step < start + T:
         if p.kind == "input":
-            on = (d_input == T - m) & (d_input > 0)
+            on = (d_input == start + T - step) & (d_input > 0)
         elif p.kind == "neuron":
             on = (u.V + level_tolerance(u.V.dtype) >= 0) & (u.on_step < 0)
             u.V += 1.0  # the speaking window's ramp: V += theta every step
@@ -128,7 +131,7 @@ def _emit(
     return ev
 
 
-def _durations(u: _Unit, T: int) -> Tensor:
-    """d read back from on-spike times: on at ``(window + 1) * T - d``."""
+def _durations(u: _Unit, sched: Schedule) -> Tensor:
+    """d read back from on-spike times: on at ``end - d``."""
     fired = u.on_step >= 0
-    return torch.where(fired, (u.p.window + 1) * T - u.on_step, 0).to(u.V.dtype)
+    return torch.where(fired, sched.end(u.p.name) - u.on_step, 0).to(u.V.dtype)

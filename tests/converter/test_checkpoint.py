@@ -38,6 +38,18 @@ def test_round_trip(net, tmp_path, layout):
     assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 1
 
 
+def test_round_trip_keeps_per_layer_windows(net, tmp_path):
+    windows = {name: 2 + i % 5 for i, name in enumerate(net.windows)}
+    mixed = net.with_windows(windows)
+    manifest = mixed.save(tmp_path / "mixed")
+    again = load(tmp_path / "mixed")
+    assert again.windows == windows and manifest["windows"] == windows
+    assert again.timesteps == mixed.timesteps
+    assert manifest["layers"][0]["steps"] == windows["input"]
+    x = images(5, seed=4)
+    assert torch.equal(mixed.run(x).logits, again.run(x).logits)
+
+
 def _dir(net, tmp_path):
     path = tmp_path / "ck"
     net.save(path)

@@ -24,13 +24,30 @@ configs = st.builds(
 )
 
 
-def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = False):
+def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = False, windows_seed=None):
     x = images(4, cfg.size, seed)
     net = convert(make_net(cfg, seed), x, T=T, shift=shift, percentile=99.0, per_channel=per_channel)
     net = net.to(torch.float64)
+    if windows_seed is not None:
+        g = torch.Generator().manual_seed(windows_seed)
+        choices = [1, 2, 3, 5, 8]
+        net = net.with_windows({k: choices[int(torch.randint(5, (), generator=g))] for k in net.windows})
     fast = net.run(x.double(), "fast", keep_durations=True)
     stepped = net.run(x.double(), "stepped", keep_durations=True)
     return net, fast, stepped
+
+
+def _assert_identical(fast, stepped) -> None:
+    assert fast.durations.keys() == stepped.durations.keys()
+    for name in fast.durations:
+        assert torch.equal(fast.durations[name], stepped.durations[name]), name
+    torch.testing.assert_close(fast.logits, stepped.logits, rtol=1e-9, atol=1e-9)
+    for a, b in zip(fast.layers, stepped.layers, strict=True):
+        assert a.name == b.name
+        assert torch.equal(a.spikes, b.spikes), a.name
+        assert torch.equal(a.synaptic_additions, b.synaptic_additions), a.name
+        assert a.neuron_updates == b.neuron_updates
+    assert fast.timesteps == stepped.timesteps
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -45,16 +62,56 @@ def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = F
 @example(cfg=NetConfig(3, 1, 1, 0, True, True, False, "avg", 6, 5), seed=0, T=1, shift=0, per_channel=True)
 def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
     net, fast, stepped = _both(cfg, seed, T, shift, per_channel)
-    assert fast.durations.keys() == stepped.durations.keys()
-    for name in fast.durations:
-        assert torch.equal(fast.durations[name], stepped.durations[name]), name
-    torch.testing.assert_close(fast.logits, stepped.logits, rtol=1e-9, atol=1e-9)
-    for a, b in zip(fast.layers, stepped.layers, strict=True):
-        assert a.name == b.name
-        assert torch.equal(a.spikes, b.spikes), a.name
-        assert torch.equal(a.synaptic_additions, b.synaptic_additions), a.name
-        assert a.neuron_updates == b.neuron_updates
-    assert fast.timesteps == stepped.timesteps == net.graph.depth * T
+    _assert_identical(fast, stepped)
+    assert fast.timesteps == net.graph.depth * T
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cfg=configs,
+    seed=st.integers(0, 10_000),
+    windows_seed=st.integers(0, 10_000),
+    shift=st.sampled_from([0, 0.5]),
+    per_channel=st.booleans(),
+)
+def test_fast_equals_stepped_with_mixed_windows(cfg, seed, windows_seed, shift, per_channel):
+    net, fast, stepped = _both(cfg, seed, 5, shift, per_channel, windows_seed)
+    _assert_identical(fast, stepped)
+    for name, d in fast.durations.items():
+        assert d.max() <= net.window(name), name
+
+
+def test_mixed_windows_latency_is_the_longest_path_sum():
+    net, _, _ = _both(NetConfig(residual=True), 0, 8, 0.5)
+    names = [p.name for p in net.graph.populations if p.kind in ("input", "neuron")]
+    assert len(names) == 4  # input, relu after conv1, relu after conv2 + shortcut, relu after conv3
+    windows = dict(zip(names, [3, 7, 2, 5], strict=True))
+    mixed = net.with_windows(windows)
+    # longest path input -> conv1 -> conv2 -> conv3 -> fc: every window once; the shortcut adds none
+    assert mixed.timesteps == 3 + 7 + 2 + 5
+    x = images(4, 8, 0).double()
+    _assert_identical(mixed.run(x, "fast", keep_durations=True), mixed.run(x, "stepped", keep_durations=True))
+    # per neuron: it integrates over the longest window of its sources, then speaks in its own
+    updates = {layer.name: layer.neuron_updates for layer in mixed.run(x, "fast").layers}
+    sizes = {p.name: p.size for p in net.graph.populations}
+    assert updates[names[1]] == (3 + 7) * sizes[names[1]]
+    assert updates[names[2]] == (7 + 2) * sizes[names[2]]  # shortcut (T=7) and conv2's source (T=7)
+    assert updates[net.graph.output.name] == 5 * sizes[net.graph.output.name]
+
+
+def test_uniform_windows_equal_with_timesteps():
+    net, _, _ = _both(NetConfig(), 2, 8, 0.5)
+    x = images(4, 8, 2).double()
+    a = net.with_timesteps(4).run(x, "fast", keep_durations=True)
+    b = net.with_windows(dict.fromkeys(net.windows, 4)).run(x, "fast", keep_durations=True)
+    assert all(torch.equal(a.durations[k], b.durations[k]) for k in a.durations)
+
+
+@pytest.mark.parametrize("bad", [{"input": 0}, {"nope": 3}, {"input": 2.5}])
+def test_bad_windows_are_refused(bad):
+    net, _, _ = _both(NetConfig(), 2, 8, 0.5)
+    with pytest.raises(ValueError, match="window"):
+        net.with_windows({**net.windows, **bad})
 
 
 def test_durations_are_tsc_codes():
