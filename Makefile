@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA ?= data/cifar10
 SHARED ?= ../shared
+# the reference data: the original CIFAR-10 (lossless, official binary layout), read packed, never copied.
+# Any dataset spec works, e.g. the lossy JPEG copy (about 10 points worse; not used for measurements):
+#   make data-jpeg && make train-resnet20 DATA=imagefolder:$HOME/.cache/tsc-snn/cifar10
+DATA ?= cifar10:$(SHARED)/datasets/cifar10-binary-lossless.tar.gz
+CACHE ?= $(HOME)/.cache/tsc-snn
 T ?= 16
 # the shipped models' recipes (trained on a GPU: DEVICE=cuda; on 2 CPU cores ResNet-20 takes ~3.8 min/epoch)
 EPOCHS ?= 55
@@ -11,8 +15,8 @@ LOSSLESS_EPOCHS ?= 11
 VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
-.PHONY: serve test lint lint-docker bench data train-resnet20 lossless-resnet20 convert-resnet20 train-vgg16 \
-        convert-vgg16 results clean
+.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 convert-resnet20 \
+        train-vgg16 convert-vgg16 results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,38 +45,46 @@ lint-docker: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.engines
 
-## data: extract the CIFAR-10 JPEG copy into $(DATA) (never committed)
-data: $(DATA)/test
-$(DATA)/test:
-	mkdir -p $(dir $(DATA))
-	tar xzf $(SHARED)/datasets/cifar10-jpeg.tar.gz -C $(dir $(DATA))
+## data: check that the dataset $(DATA) names is there (read in place: nothing is extracted into the repo)
+data:
+	@spec='$(DATA)'; path="$${spec#*:}"; \
+	case "$$spec" in synthetic:*|*-download:*) exit 0;; esac; \
+	test -e "$$path" || { echo "make data: $$path not found (DATA=$$spec). The reference data is" \
+		"$(SHARED)/datasets/cifar10-binary-lossless.tar.gz (set SHARED=DIR to the shared folder);" \
+		"make data-jpeg extracts the JPEG copy into $(CACHE)/cifar10" >&2; exit 1; }
+
+## data-jpeg: extract the lossy JPEG copy into $(CACHE)/cifar10 for DATA=imagefolder:$(CACHE)/cifar10
+data-jpeg: $(CACHE)/cifar10/test
+$(CACHE)/cifar10/test:
+	mkdir -p $(CACHE)
+	tar xzf $(SHARED)/datasets/cifar10-jpeg.tar.gz -C $(CACHE)
 
 ## train-resnet20 / lossless-resnet20 / convert-resnet20: the embedded default model, end to end
 train-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data imagefolder:$(DATA) --epochs $(EPOCHS) --lr 0.1 --wd 5e-4 \
+	$(PY) -m converter train --model resnet20 --data $(DATA) --epochs $(EPOCHS) --lr 0.1 --wd 5e-4 \
 		--device $(DEVICE) --out runs/resnet20
 
 lossless-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data imagefolder:$(DATA) --init runs/resnet20/model.safetensors \
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init runs/resnet20/model.safetensors \
 		--clip-floor $(T) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 --warmup-epochs 0 --device $(DEVICE) \
 		--out runs/resnet20-cf$(T)
 
 convert-resnet20: $(VENV)/.installed data
-	$(PY) -m converter convert --run runs/resnet20-cf$(T) --data imagefolder:$(DATA) --T $(T) \
+	$(PY) -m converter convert --run runs/resnet20-cf$(T) --data $(DATA) --T $(T) \
 		--name resnet20-cifar10 --out models/resnet20-cifar10
 
 ## train-vgg16 / convert-vgg16: the paper's main network (~3 s/epoch on an H200, ~10 min/epoch on CPU)
 train-vgg16: $(VENV)/.installed data
-	$(PY) -m converter train --model vgg16 --data imagefolder:$(DATA) --epochs $(VGG_EPOCHS) --lr 0.05 --wd 5e-4 \
+	$(PY) -m converter train --model vgg16 --data $(DATA) --epochs $(VGG_EPOCHS) --lr 0.05 --wd 5e-4 \
 		--device $(DEVICE) --out runs/vgg16
 
 convert-vgg16: $(VENV)/.installed data
-	$(PY) -m converter convert --run runs/vgg16 --data imagefolder:$(DATA) --T $(T) --name vgg16-cifar10 \
+	$(PY) -m converter convert --run runs/vgg16 --data $(DATA) --T $(T) --name vgg16-cifar10 \
 		--out runs/vgg16-cifar10-tsc
 
 ## results: measure every table of docs/results.md again and regenerate it with its plots
 results: $(VENV)/.installed data
-	$(PY) -m benchmarks.results --data imagefolder:$(DATA)
+	$(PY) -m benchmarks.results --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

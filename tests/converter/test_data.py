@@ -34,6 +34,9 @@ from converter.datasets import (
 )
 from converter.datasets import cifar as cifar_module
 from converter.datasets import imagefolder as imagefolder_module
+from tests.converter.thirdparty import SHARED
+
+LOSSLESS = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"
 
 # ---------------------------------------------------------------- synthetic
 
@@ -296,12 +299,43 @@ def test_cifar_python_batches_refuse_foreign_globals(tmp_path):
         load_cifar(archive, "test")
 
 
-def test_cifar_official_name_is_md5_checked(tmp_path):
-    members, _ = _cifar10_members("binary")
-    archive = _make_tar(tmp_path / "cifar-10-binary.tar.gz", members)
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("binary", "cifar-10-binary.tar.gz"), ("python", "cifar-10-python.tar.gz")]
+)
+def test_cifar_official_name_is_md5_checked(tmp_path, fmt, name):
+    members, _ = _cifar10_members(fmt)
+    archive = _make_tar(tmp_path / name, members)
     with pytest.raises(DatasetError, match="md5"):
         load_cifar(archive, "test")
+    with pytest.raises(DatasetError, match="md5"):
+        open_dataset(f"cifar10:{archive}", "test")
     assert len(load_cifar(archive, "test", verify=False)) == 3
+
+
+def test_cifar_repacked_archive_is_read_without_the_official_md5(tmp_path):
+    """A repacked archive (like the shared lossless CIFAR-10) carries another name: no md5 applies."""
+    members, expected = _cifar10_members("binary")
+    archive = _make_tar(tmp_path / "cifar10-binary-lossless.tar.gz", members)
+    test = open_dataset(f"cifar10:{archive}", "test")
+    assert torch.equal(test.images.reshape(len(test), -1), torch.from_numpy(expected["test"][0]))
+    assert len(open_dataset(f"cifar10:{archive}", "train")) == 15
+
+
+@pytest.mark.skipif(
+    not LOSSLESS.is_file(), reason=f"shared lossless CIFAR-10 archive not found at {LOSSLESS}"
+)
+def test_shared_lossless_cifar10_reads_packed():
+    """The reference data, read packed as the Makefile reads it, holds what its datasets README states."""
+    test = open_dataset(f"cifar10:{LOSSLESS}", "test")
+    assert test.shape == (10_000, 3, 32, 32)
+    assert test.classes == [
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+    ]  # fmt: skip
+    assert test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert torch.bincount(test.labels).tolist() == [1_000] * 10
+    train = open_dataset(f"cifar10:{LOSSLESS}", "train")
+    assert train.shape == (50_000, 3, 32, 32) and train.classes == test.classes
+    assert torch.bincount(train.labels).tolist() == [5_000] * 10
 
 
 def test_cifar_errors(tmp_path):
