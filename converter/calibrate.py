@@ -1,9 +1,10 @@
 """Threshold balancing (spec section 5): choose each neuron layer's ``lam`` from calibration activations.
 
-Methods: ``max`` (largest activation), ``percentile`` (e.g. 99.9 / 99.99 of the positive activations) and
-``search`` (the ``lam`` that minimises the layer's own clip-and-quantise error at the conversion's ``T``
-and shift). Each can be per layer or per channel. The report gives, per layer, ``lam`` and the fraction of
-positive calibration activations above it (clipped).
+Methods: ``max`` (largest activation), ``percentile`` (e.g. 99.9 / 99.99 of the positive activations),
+``search`` (the ``lam`` that minimises the layer's own clip-and-quantise error at its window ``T_l`` and
+shift) and ``error-aware`` (``converter.error_aware``: layer by layer on the quantised outputs of the
+layers before, with bias correction). Each can be per layer or per channel. The report gives, per layer,
+``lam`` and the fraction of positive calibration activations above it (clipped).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from converter.engines import ann
 from converter.engines.common import level_floor
 from converter.graph import Graph
 
-METHODS = ("max", "percentile", "search")
+METHODS = ("max", "percentile", "search", "error-aware")
 SAMPLES_PER_LAYER = 4_000_000
 SEARCH_GRID = 96
 
@@ -30,6 +31,7 @@ class Calibration:
     method: str = "percentile"
     percentile: float = 99.99
     per_channel: bool = False
+    bias_correction: bool = True  # error-aware only
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -42,6 +44,8 @@ class Calibration:
     def describe(self) -> str:
         """Short human-readable name, e.g. ``percentile 99.99 per-channel``."""
         base = f"percentile {self.percentile:g}" if self.method == "percentile" else self.method
+        if self.method == "error-aware" and self.bias_correction:
+            base += " + bias correction"
         return base + (" per-channel" if self.per_channel else "")
 
 
@@ -71,7 +75,7 @@ def _quant_error(a: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
     return ((a - q) ** 2).sum(-1)
 
 
-def _choose(values: Tensor, vmax: Tensor, cal: Calibration, T: int, shift: float) -> Tensor:
+def choose(values: Tensor, vmax: Tensor, cal: Calibration, T: int, shift: float) -> Tensor:
     """Threshold per row of ``values`` ([rows, k], zeros included) with ``vmax`` [rows]."""
     lams = []
     for row, top in zip(values, vmax, strict=True):
@@ -95,7 +99,7 @@ def calibrate(
     graph: Graph,
     images: Tensor,
     cal: Calibration,
-    T: int,
+    windows: dict[str, int],
     shift: float,
     batch_size: int = 128,
     skip: frozenset[str] = frozenset(),
@@ -119,11 +123,11 @@ def calibrate(
     lams: dict[str, Tensor] = {}
     report: dict[str, dict] = {}
     for name, s in samples.items():
-        values = s.values()
+        values, T = s.values(), windows[name]
         if cal.per_channel:
-            lam = _choose(values, s.max, cal, T, shift)
+            lam = choose(values, s.max, cal, T, shift)
         else:
-            lam = _choose(values.reshape(1, -1), s.max.max().reshape(1), cal, T, shift)[0]
+            lam = choose(values.reshape(1, -1), s.max.max().reshape(1), cal, T, shift)[0]
         lams[name] = lam.float()
         pos = values[values > 0]
         clipped = (values > lam.view(-1, 1) if lam.dim() else values > lam)[values > 0]

@@ -15,6 +15,7 @@ from torch import Tensor, fx, nn
 from converter.calibrate import Calibration, calibrate
 from converter.engines.common import lam_view, level_floor
 from converter.trace import Builder, Pop, Value, register_module, symbolic_trace, trace_model
+from converter.windows import uniform
 
 
 class ClipFloor(nn.Module):
@@ -114,5 +115,6 @@ def clip_floor_init(
 ) -> fx.GraphModule:
     """Clip-floor copy of a trained ``model`` whose clipping levels start at calibrated thresholds."""
     graph, fixed = trace_model(model.eval(), images[:1])
-    lams, _ = calibrate(graph, images, Calibration("percentile", percentile), T, shift, skip=frozenset(fixed))
+    cal = Calibration("percentile", percentile)
+    lams, _ = calibrate(graph, images, cal, uniform(graph, T), shift, skip=frozenset(fixed))
     return clip_floor_model(model, T, shift, {**fixed, **lams})

@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 
 import converter.clipfloor  # noqa: F401  (registers the clip-floor conversion rules)
+from converter.allocate import allocate_windows
 from converter.calibrate import Calibration, calibrate
 from converter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from converter.counting import ann_macs, fanouts, term_fanouts
 from converter.engines import ann, fast, rate, stepped
+from converter.error_aware import calibrate_error_aware
 from converter.graph import Graph
 from converter.results import RunResult
 from converter.trace import trace_model
@@ -23,6 +25,7 @@ from converter.windows import Schedule, check_windows, uniform
 
 ENGINES = ("fast", "stepped", "rate", "ann")
 LAM_PREFIX = "lam."
+CORRECTION_PREFIX = "correction."
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class SpikingNetwork:
         calibration: dict[str, Any],
         provenance: dict[str, Any],
         accuracy: dict[str, Any] | None = None,
+        corrections: dict[str, Tensor] | None = None,
     ) -> None:
         if isinstance(T, int) and T < 1:
             raise ValueError(f"T must be a positive number of steps, got {T}")
@@ -67,6 +71,9 @@ class SpikingNetwork:
         if len(labels) != graph.output.size:
             raise ValueError(f"{len(labels)} labels for {graph.output.size} outputs")
         self.graph, self.lams, self.shift = graph, lams, float(shift)
+        self.corrections = (
+            corrections or {}
+        )  # bias corrections the spiking engines add (error-aware calibration)
         self.windows = check_windows(graph, uniform(graph, T) if isinstance(T, int) else T)
         self.schedule = Schedule.build(graph, self.windows)
         self.name, self.version, self.labels, self.input_spec = name, version, list(labels), input_spec
@@ -115,7 +122,11 @@ class SpikingNetwork:
 
     def to(self, dtype: torch.dtype) -> SpikingNetwork:
         """Copy computing in ``dtype`` (float64 for exact engine comparisons)."""
-        return self._copy(graph=self.graph.to(dtype), lams={k: v.to(dtype) for k, v in self.lams.items()})
+        return self._copy(
+            graph=self.graph.to(dtype),
+            lams={k: v.to(dtype) for k, v in self.lams.items()},
+            corrections={k: v.to(dtype) for k, v in self.corrections.items()},
+        )
 
     def with_timesteps(self, T: int) -> SpikingNetwork:
         """Copy with the window ``T`` in every layer (thresholds kept)."""
@@ -194,6 +205,7 @@ class SpikingNetwork:
         """Write a checkpoint directory (or one ``.safetensors`` file); returns the manifest written."""
         spec, tensors = self.graph.to_spec()
         tensors.update({LAM_PREFIX + k: v for k, v in self.lams.items()})
+        tensors.update({CORRECTION_PREFIX + k: v for k, v in self.corrections.items()})
         return save_checkpoint(path, {**self.manifest, "graph": spec}, tensors)
 
 
@@ -203,6 +215,9 @@ def load(path: str | Path) -> SpikingNetwork:
     try:
         graph = Graph.from_spec(manifest["graph"], tensors)
         lams = {k[len(LAM_PREFIX) :]: v for k, v in tensors.items() if k.startswith(LAM_PREFIX)}
+        corrections = {
+            k[len(CORRECTION_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CORRECTION_PREFIX)
+        }
         missing = [p.name for p in graph.neurons if p.name not in lams]
         if missing:
             raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
@@ -218,6 +233,7 @@ def load(path: str | Path) -> SpikingNetwork:
             calibration=manifest.get("calibration", {}),
             provenance=manifest.get("provenance", {}),
             accuracy=manifest.get("accuracy", {}),
+            corrections=corrections,
         )
     except CheckpointError:
         raise
@@ -227,50 +243,103 @@ def load(path: str | Path) -> SpikingNetwork:
         ) from None
 
 
+def _calibrate(
+    graph: Graph,
+    images: Tensor,
+    fixed: dict[str, Tensor],
+    cal: Calibration,
+    windows: dict[str, int],
+    shift: float,
+    batch_size: int,
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, dict]]:
+    """Thresholds, bias corrections and the per-layer report for these windows."""
+    if cal.method == "error-aware":
+        return calibrate_error_aware(
+            graph,
+            images,
+            windows,
+            shift,
+            per_channel=cal.per_channel,
+            bias_correction=cal.bias_correction,
+            fixed=fixed,
+        )
+    lams, report = calibrate(graph, images, cal, windows, shift, batch_size, skip=frozenset(fixed))
+    for k, v in fixed.items():
+        lams[k] = v.float()
+        report[k] = {"lam": v.tolist(), "method": "trained clip-floor"}
+    return lams, {}, report
+
+
 def convert(
     model: nn.Module,
     calibration_images: Tensor,
     *,
-    T: int = 16,
+    T: int | dict[str, int] | str = 16,
     shift: float = 0.5,
     method: str = "percentile",
     percentile: float = 99.99,
     per_channel: bool = False,
+    bias_correction: bool = True,
+    holdout: tuple[Tensor, Tensor] | None = None,
+    max_drop: float = 0.1,
+    max_T: int = 32,
     name: str | None = None,
     version: str = "1",
     labels: list[str] | None = None,
     provenance: dict[str, Any] | None = None,
     batch_size: int = 128,
 ) -> SpikingNetwork:
-    """Trace ``model`` (pixels in [0, 1] in, logits out), calibrate thresholds, return the TSC-SNN."""
+    """Trace ``model`` (pixels in [0, 1] in, logits out), calibrate thresholds, return the TSC-SNN.
+
+    ``T`` is one window for every layer, per-layer windows by population name, or ``"auto"``: the windows
+    with the fewest total timesteps whose accuracy on ``holdout`` (images, labels; default: the calibration
+    images labelled by the ANN) stays within ``max_drop`` points of the ANN's (``converter.allocate``).
+    """
     if calibration_images.dim() != 4 or calibration_images.shape[0] == 0:
         raise ValueError(
             f"calibration images must be a non-empty (N, C, H, W) batch, got "
             f"{tuple(calibration_images.shape)}"
         )
+    if isinstance(T, str) and T != "auto":
+        raise ValueError(f"T must be a number of steps, per-layer windows or 'auto', got {T!r}")
     images = calibration_images.detach().float()
-    cal = Calibration(method, percentile, per_channel)
+    cal = Calibration(method, percentile, per_channel, bias_correction)
+    # 1. trace: populations and synapse paths, BatchNorm and pooling folded
     graph, fixed = trace_model(model, images[:1])
-    lams, report = calibrate(graph, images, cal, T, shift, batch_size, skip=frozenset(fixed))
-    for k, v in fixed.items():
-        lams[k] = v.float()
-        report[k] = {"lam": v.tolist(), "method": "trained clip-floor"}
-    n_out = graph.output.size
-    return SpikingNetwork(
-        graph,
-        lams,
-        T,
-        shift,
-        name=name or type(model).__name__.lower(),
-        version=version,
-        labels=labels or [str(i) for i in range(n_out)],
-        input_spec=InputSpec(*images.shape[1:]),
-        calibration={"method": cal.describe(), "images": images.shape[0], "layers": report},
-        provenance={
-            "source_model": type(model).__name__,
-            "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            **(provenance or {}),
-        },
+    start = uniform(graph, max_T) if T == "auto" else uniform(graph, T) if isinstance(T, int) else T
+    described = {
+        "source_model": type(model).__name__,
+        "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        **(provenance or {}),
+    }
+
+    def calibrated(windows: dict[str, int]) -> SpikingNetwork:
+        # 2. calibrate: a threshold (and bias correction) per neuron layer for these windows
+        lams, corrections, report = _calibrate(graph, images, fixed, cal, windows, shift, batch_size)
+        return SpikingNetwork(
+            graph,
+            lams,
+            windows,
+            shift,
+            name=name or type(model).__name__.lower(),
+            version=version,
+            labels=labels or [str(i) for i in range(graph.output.size)],
+            input_spec=InputSpec(*images.shape[1:]),
+            calibration={"method": cal.describe(), "images": images.shape[0], "layers": report},
+            provenance=described,
+            corrections=corrections,
+        )
+
+    net = calibrated(check_windows(graph, start))
+    if T != "auto":
+        return net
+    # 3. allocate: per-layer windows within the accuracy budget, recalibrated at each configuration tried
+    if holdout is None:
+        holdout = (images, net.run(images, "ann").logits.argmax(1))
+    net, report = allocate_windows(
+        net, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
     )
+    net.calibration["allocation"] = report
+    return net

@@ -87,12 +87,18 @@ class Plan:
         for p in net.graph.populations:
             if p.kind not in ("neuron", "output"):
                 continue
-            gain = (net.window(p.name) / net.lam(p.name)).to(dtype) if p.kind == "neuron" else None
-            offset = torch.tensor(net.shift + level_tolerance(dtype), dtype=dtype)
+            correction = net.corrections.get(p.name)
+            if p.kind == "neuron":  # durations: T_l * (z + c) / lam + shift (+ tolerance)
+                gain = (net.window(p.name) / net.lam(p.name)).to(dtype)
+                offset = torch.tensor(net.shift + level_tolerance(dtype), dtype=dtype)
+                if correction is not None:
+                    offset = offset + correction.to(dtype) * gain
+            else:  # logits stay in ANN units: z + c
+                gain, offset = torch.ones((), dtype=dtype), correction
             paths = []
             for i, t in enumerate(p.terms):
                 ops = _fold_in(t.ops, (net.lam(t.source) / net.window(t.source)).to(dtype))
-                if gain is not None:  # logits stay in ANN units
+                if p.kind == "neuron" or (i == 0 and offset is not None):
                     ops = append_affine(ops, ChannelAffine(scale=gain, bias=offset if i == 0 else None))
                 paths.append((t.source, ops))
             self.paths[p.name] = paths

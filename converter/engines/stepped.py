@@ -6,9 +6,10 @@ populations that speak emit events (input pixels at ``start + T - d``; neurons a
 potential is >= 0; switches when the first of their inputs turns on; every active unit switches off at
 its window end), events reach their targets (shortcuts after their delay in steps) as current steps
 ``I += w`` / ``I -= w`` with ``w = W * (lam_src / T_src) * (T_l / lam_l)``, and integrating neurons update
-``V += I + (T_l * b / lam_l - T_l) / span`` on each of the ``span`` steps before they speak: the bias and
-the ramp ``-theta`` of spec section 3, spread over the integration span (``b`` and ``-1`` per step when
-every window is ``T``). Counts are taken from the events.
+``V += I + (T_l * (b + c) / lam_l - T_l) / span`` on each of the ``span`` steps before they speak: the
+bias (with the calibration's bias correction ``c``, if any) and the ramp ``-theta`` of spec section 3,
+spread over the integration span (``b`` and ``-1`` per step when every window is ``T``). Counts are taken
+from the events.
 """
 
 from __future__ import annotations
@@ -52,13 +53,18 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
     gain: dict[str, Tensor] = {}
     drive: dict[str, Tensor] = {}
     for p in g.populations:
+        if p.kind not in ("neuron", "output"):
+            continue
+        bias = g.offsets(p, dtype)
+        if p.name in net.corrections:
+            bias = bias + lam_view(net.corrections[p.name].to(dtype), bias.dim())
         if p.kind == "neuron":
             T = net.window(p.name)
-            gain[p.name] = T / lam_view(net.lam(p.name).to(dtype), len(p.shape) + 1)
-            drive[p.name] = (g.offsets(p, dtype) * gain[p.name] - T) / sched.span[p.name]
-        elif p.kind == "output":
+            gain[p.name] = T / lam_view(net.lam(p.name).to(dtype), bias.dim())
+            drive[p.name] = (bias * gain[p.name] - T) / sched.span[p.name]
+        else:
             gain[p.name] = torch.ones((), dtype=dtype)
-            drive[p.name] = g.offsets(p, dtype) / sched.span[p.name]
+            drive[p.name] = bias / sched.span[p.name]
     T_in = net.window("input")
     d_input = torch.clamp(level_floor(x * T_in + net.shift), 0, T_in)
     delayed = {t.source for p in g.populations for t in p.terms if sched.delay(t, p) > 0}
