@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from converter.calibrate import METHODS
 from converter.cli import CommandError
-from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset
+from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.trained import Trained, TrainedModelError, load_trained
 
 
@@ -25,6 +25,38 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def window_list(text: str) -> list[int | str]:
+    """``"4,8,auto"`` -> ``[4, 8, "auto"]``: uniform windows, or ``auto`` for the allocation search."""
+    out: list[int | str] = []
+    for item in (v.strip() for v in text.split(",")):
+        if item == "auto" or (item.isdigit() and int(item) > 0):
+            out.append(item if item == "auto" else int(item))
+        elif item:
+            raise argparse.ArgumentTypeError(f"expected positive integers or 'auto', got {item!r}")
+    if not out:
+        raise argparse.ArgumentTypeError("expected windows, e.g. 4,8,16 or auto")
+    return out
+
+
+def window(text: str) -> int | str:
+    """One window: a positive integer or ``auto``."""
+    values = window_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one window, got {text!r}")
+    return values[0]
+
+
+def float_list(text: str) -> list[float]:
+    """``"0,0.5"`` -> ``[0.0, 0.5]``."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
     return values
 
 
@@ -59,9 +91,51 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--limit", type=int, help="evaluate on the first N test images (class-mixed subset)")
 
 
+def add_conversion_args(p: argparse.ArgumentParser) -> None:
+    """Calibration images, error-aware calibration and window-allocation options (convert and sweep)."""
+    p.add_argument("--calibration-images", type=int, default=512, help="training images used to calibrate")
+    p.add_argument(
+        "--no-bias-correction", action="store_true", help="error-aware calibration without bias correction"
+    )
+    p.add_argument(
+        "--max-drop", type=float, default=0.1, help="T=auto: accuracy budget in points below the ANN"
+    )
+    p.add_argument("--max-T", type=int, default=32, help="T=auto: the largest window tried")
+    p.add_argument(
+        "--holdout-images",
+        type=int,
+        default=2000,
+        help="T=auto: training images (none used to calibrate) the budget is measured on",
+    )
+
+
+def calibration_sets(
+    args: argparse.Namespace, train: ImageDataset, auto: bool
+) -> tuple[Tensor, tuple | None]:
+    """Calibration pixels and, for ``T=auto``, a disjoint held-out set (pixels, labels) from ``train``."""
+    if not auto:
+        return to_float(train.subset(args.calibration_images, 0).images), None
+    try:
+        calib, held = train.disjoint_subsets([args.calibration_images, args.holdout_images], 0)
+    except ValueError as e:
+        raise CommandError(f"--calibration-images + --holdout-images: {e}") from None
+    return to_float(calib.images), (to_float(held.images), held.labels)
+
+
+def rate_key(run: dict[str, Any]) -> str:
+    """A rate run's name: ``T_rate``, with ``@v0=...`` when its neurons did not start at rest."""
+    return str(run["timesteps"]) + (f"@v0={run['v0']:g}" if run.get("v0") else "")
+
+
 def add_report_args(p: argparse.ArgumentParser) -> None:
     """Rate-coded baseline and output options shared by convert, evaluate and sweep."""
     p.add_argument("--rate-steps", type=int_list, default=[], help="rate-coded T_rate, e.g. 64,256,1024")
+    p.add_argument(
+        "--rate-v0",
+        type=float_list,
+        default=[0.0],
+        help="initial membrane potentials of the rate baseline, e.g. 0,0.5 (0.5: QCFS's theta/2)",
+    )
     p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding (class-mixed)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -119,12 +193,14 @@ def table(report: dict[str, Any]) -> str:
     if "tsc" in report:
         t = report["tsc"]
         lines.append(
-            f"{'TSC T=' + str(report['T']):<18}{100 * t['accuracy']:>8.2f}{t['timesteps']:>8}"
+            f"{'TSC T=' + str(report['T']) + ('' if report.get('uniform', True) else ' max'):<18}"
+            f"{100 * t['accuracy']:>8.2f}{t['timesteps']:>8}"
             f"{t['spikes']:>12,.0f}{t['synaptic_additions']:>14,.0f}{'-':>14}"
         )
     for r in report.get("rate", []):
+        name = f"rate v0={r['v0']:g}" if r.get("v0") else "rate"
         lines.append(
-            f"{'rate (' + str(r['images']) + ' img)':<18}{100 * r['accuracy']:>8.2f}{r['timesteps']:>8}"
+            f"{name + ' (' + str(r['images']) + ' img)':<18}{100 * r['accuracy']:>8.2f}{r['timesteps']:>8}"
             f"{r['spikes']:>12,.0f}{r['synaptic_additions']:>14,.0f}{'-':>14}"
         )
     if "tsc" in report:

@@ -8,16 +8,19 @@ from pathlib import Path
 from converter.calibrate import METHODS
 from converter.cli import CommandError
 from converter.cli_common import (
+    add_conversion_args,
     add_data_args,
     add_report_args,
     add_source_args,
+    calibration_sets,
     emit,
     load_source,
     load_split,
+    rate_key,
     table,
     test_subset,
+    window,
 )
-from converter.datasets import to_float
 from converter.evaluate import evaluate
 from converter.network import convert
 
@@ -27,16 +30,21 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser("convert", help="convert a trained ANN into a TSC-SNN checkpoint")
     add_source_args(p)
     add_data_args(p)
-    p.add_argument("--T", type=int, default=16, help="steps per window (default 16)")
+    p.add_argument(
+        "--T",
+        type=window,
+        default=16,
+        help="steps per window (default 16), or auto: per-layer windows within --max-drop of the ANN",
+    )
     p.add_argument("--shift", type=float, default=0.5, choices=[0.0, 0.5], help="0.5 rounds to nearest")
     p.add_argument("--method", choices=METHODS, default="percentile", help="threshold calibration")
     p.add_argument("--percentile", type=float, default=99.99)
     p.add_argument("--per-channel", action="store_true", help="one threshold per channel")
-    p.add_argument("--calibration-images", type=int, default=512, help="training images used to calibrate")
     p.add_argument("--name", help="model name in the manifest (default: the output folder's name)")
     p.add_argument("--version", default="1")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory, or a .safetensors file")
     p.add_argument("--no-eval", action="store_true", help="skip measuring accuracy on the test split")
+    add_conversion_args(p)
     add_report_args(p)
     p.set_defaults(func=run_convert)
     return p
@@ -44,13 +52,11 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def run_convert(args: argparse.Namespace) -> int:
     """Run ``convert``."""
-    if args.T < 1:
-        raise CommandError(f"--T must be positive, got {args.T}")
     src = load_source(args)
     train = load_split(args, "train")
     if train.classes and len(train.classes) != len(src.classes) and not args.factory:
         raise CommandError(f"the data has {len(train.classes)} classes, the model {len(src.classes)}")
-    calib = to_float(train.subset(args.calibration_images, 0).images)
+    calib, holdout = calibration_sets(args, train, args.T == "auto")
     labels = train.classes if train.classes else src.classes
     provenance = {
         "source_model": src.name,
@@ -68,6 +74,10 @@ def run_convert(args: argparse.Namespace) -> int:
             method=args.method,
             percentile=args.percentile,
             per_channel=args.per_channel,
+            bias_correction=not args.no_bias_correction,
+            holdout=holdout,
+            max_drop=args.max_drop,
+            max_T=args.max_T,
             name=args.name or args.out.stem,
             version=args.version,
             labels=labels,
@@ -85,6 +95,7 @@ def run_convert(args: argparse.Namespace) -> int:
                 ys,
                 rate_steps=tuple(args.rate_steps),
                 rate_images=args.rate_images,
+                rate_v0=tuple(args.rate_v0),
                 batch_size=args.batch_size,
             )
         )
@@ -93,8 +104,8 @@ def run_convert(args: argparse.Namespace) -> int:
             "split": "test",
             "images": int(ys.numel()),
             "ann": report["ann"]["accuracy"],
-            "tsc": {str(args.T): report["tsc"]["accuracy"]},
-            "rate": {str(r["timesteps"]): r["accuracy"] for r in report.get("rate", [])},
+            "tsc": {str(net.T) if net.uniform else "windows": report["tsc"]["accuracy"]},
+            "rate": {rate_key(r): r["accuracy"] for r in report.get("rate", [])},
         }
     manifest = net.save(args.out)
     report["weights_sha256"] = manifest["weights_sha256"]

@@ -9,18 +9,20 @@ from pathlib import Path
 from converter.checkpoint import CheckpointError
 from converter.cli import CommandError
 from converter.cli_common import (
+    add_conversion_args,
     add_data_args,
     add_report_args,
     add_source_args,
+    calibration_sets,
     emit,
-    int_list,
     load_source,
     load_split,
     method_list,
+    rate_key,
     table,
     test_subset,
+    window_list,
 )
-from converter.datasets import to_float
 from converter.evaluate import evaluate
 from converter.network import ENGINES, convert, load
 
@@ -31,13 +33,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("checkpoint", type=Path)
     add_data_args(p)
     p.add_argument("--engine", choices=[e for e in ENGINES if e != "ann"], default="fast")
-    p.add_argument(
-        "--rate-steps", type=int_list, default=[], help="rate-coded T_rate values, e.g. 64,256,1024"
-    )
-    p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+    add_report_args(p)
     p.set_defaults(func=run_evaluate)
     return p
 
@@ -64,6 +60,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             engines=("ann", args.engine),
             rate_steps=tuple(args.rate_steps),
             rate_images=args.rate_images,
+            rate_v0=tuple(args.rate_v0),
             batch_size=args.batch_size,
         )
     )
@@ -76,15 +73,20 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p = subparsers.add_parser("sweep", help="evaluate one ANN converted at several T and calibrations")
     add_source_args(p)
     add_data_args(p)
-    p.add_argument("--T", type=int_list, default=[4, 8, 16, 32, 64], help="windows, e.g. 4,8,16,32,64")
+    p.add_argument(
+        "--T",
+        type=window_list,
+        default=[4, 8, 16, 32, 64],
+        help="windows, e.g. 4,8,16,32,64; 'auto' adds the allocation search (per-layer windows, --max-drop)",
+    )
     p.add_argument(
         "--methods",
         type=method_list,
         default=[("percentile", 99.99)],
-        help="calibrations, e.g. max,percentile:99.9,percentile:99.99,search",
+        help="calibrations, e.g. max,percentile:99.9,percentile:99.99,search,error-aware",
     )
     p.add_argument("--per-channel", action="store_true")
-    p.add_argument("--calibration-images", type=int, default=512)
+    add_conversion_args(p)
     add_report_args(p)
     p.set_defaults(func=run_sweep)
     return p
@@ -93,18 +95,28 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def run_sweep(args: argparse.Namespace) -> int:
     """Run ``sweep``: ANN once, TSC per (calibration, T), rate coding once."""
     src = load_source(args)
-    calib = to_float(load_split(args, "train").subset(args.calibration_images, 0).images)
+    calib, holdout = calibration_sets(args, load_split(args, "train"), "auto" in args.T)
     images, labels = test_subset(args)
     report: dict = {"model": src.name, "dataset": args.data, "test_images": int(labels.numel()), "runs": []}
     lines = []
     for method, pct in args.methods:
         net = None
         for T in args.T:
-            if net is None or method == "search":  # max / percentile thresholds do not depend on T
+            if net is None or T == "auto" or method in ("search", "error-aware"):  # T-dependent thresholds
                 net = convert(
-                    src.model, calib, T=T, method=method, percentile=pct, per_channel=args.per_channel
+                    src.model,
+                    calib,
+                    T=T,
+                    method=method,
+                    percentile=pct,
+                    per_channel=args.per_channel,
+                    bias_correction=not args.no_bias_correction,
+                    holdout=holdout,
+                    max_drop=args.max_drop,
+                    max_T=args.max_T,
                 )
-            net = net.with_timesteps(T)
+            if T != "auto":
+                net = net.with_timesteps(T)
             first = not report["runs"]
             started = time.time()
             r = evaluate(
@@ -114,14 +126,21 @@ def run_sweep(args: argparse.Namespace) -> int:
                 engines=("ann", "fast") if first else ("fast",),
                 rate_steps=tuple(args.rate_steps) if first else (),
                 rate_images=args.rate_images,
+                rate_v0=tuple(args.rate_v0),
                 batch_size=args.batch_size,
             )
             if first:
                 report["ann"], report["rate"] = r.pop("ann"), r.pop("rate", [])
             r["seconds"] = round(time.time() - started, 1)
+            r["windows"] = net.windows
+            if "allocation" in net.calibration:
+                r["allocation"] = {
+                    k: v for k, v in net.calibration["allocation"].items() if k != "evaluations"
+                }
             report["runs"].append(r)
+            label = f"T={T}" if T != "auto" else f"auto (windows {min(net.windows.values())}-{net.T})"
             lines.append(
-                f"{net.calibration['method']:<28} T={T:<4} steps={r['tsc']['timesteps']:<6} "
+                f"{net.calibration['method']:<34} {label:<22} steps={r['tsc']['timesteps']:<6} "
                 f"acc={100 * r['tsc']['accuracy']:6.2f}%  additions={r['tsc']['synaptic_additions']:,.0f}"
             )
     head = (
@@ -129,7 +148,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         f"{report['ann']['ann_macs']:,} MACs/image"
     )
     rate = [
-        f"rate T_rate={r['timesteps']:<5} acc={100 * r['accuracy']:6.2f}% on {r['images']} images  "
+        f"rate T_rate={rate_key(r):<12} acc={100 * r['accuracy']:6.2f}% on {r['images']} images  "
         f"additions={r['synaptic_additions']:,.0f}"
         for r in report["rate"]
     ]

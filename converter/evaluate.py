@@ -86,10 +86,17 @@ def evaluate(
     engines: tuple[str, ...] = ("ann", "fast"),
     rate_steps: tuple[int, ...] = (),
     rate_images: int | None = None,
+    rate_v0: tuple[float, ...] = (0.0,),
     batch_size: int = 250,
 ) -> dict:
     """Evaluate ``net`` on uint8 ``images`` [N, C, H, W]; rate coding on the first ``rate_images`` only."""
-    report: dict = {"T": net.T, "shift": net.shift, "calibration": net.calibration.get("method")}
+    report: dict = {
+        "T": net.T,
+        "uniform": net.uniform,
+        "windows": net.windows,
+        "shift": net.shift,
+        "calibration": net.calibration.get("method"),
+    }
     tallies_hits: dict[str, Tensor] = {}
     for engine in engines:
         tally = _Tally()
@@ -105,9 +112,11 @@ def evaluate(
     for key, hits in tallies_hits.items():
         report[key]["accuracy_on_rate_subset"] = float(hits[pick].double().mean())
     if rate_steps:
-        tallies = {s: _Tally() for s in rate_steps}
-        for x, y in _batches(images[pick], labels[pick], batch_size, "rate"):
-            for res in net.run_rate(x, list(rate_steps)):
-                tallies[res.timesteps].add(res, y)
-        report["rate"] = [tallies[s].summary() for s in sorted(rate_steps)]
+        report["rate"] = []
+        for v0 in rate_v0:  # one simulation per initial potential, read out at every T_rate
+            tallies = {s: _Tally() for s in rate_steps}
+            for x, y in _batches(images[pick], labels[pick], batch_size, f"rate v0={v0:g}"):
+                for res in net.run_rate(x, list(rate_steps), v0):
+                    tallies[res.timesteps].add(res, y)
+            report["rate"] += [{**tallies[s].summary(), "v0": v0} for s in sorted(rate_steps)]
     return report

@@ -146,7 +146,12 @@ class SpikingNetwork:
         return copy
 
     def run(
-        self, images: Tensor, engine: str = "fast", rate_steps: int = 256, keep_durations: bool = False
+        self,
+        images: Tensor,
+        engine: str = "fast",
+        rate_steps: int = 256,
+        keep_durations: bool = False,
+        rate_v0: float = 0.0,
     ) -> RunResult:
         """Classify a batch of pixels in [0, 1]: logits and the counts of spec section 6."""
         self.input_spec.check(images)
@@ -158,16 +163,16 @@ class SpikingNetwork:
             if engine == "rate":
                 if rate_steps < 1:
                     raise ValueError(f"rate_steps must be positive, got {rate_steps}")
-                return rate.run(self, images, [rate_steps])[0]
+                return rate.run(self, images, [rate_steps], rate_v0)[0]
             if engine == "ann":
                 return ann.run(self, images)
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
-    def run_rate(self, images: Tensor, steps: list[int]) -> list[RunResult]:
-        """The rate-coded baseline read out after each of ``steps`` in one simulation."""
+    def run_rate(self, images: Tensor, steps: list[int], v0: float = 0.0) -> list[RunResult]:
+        """The rate-coded baseline read out after each of ``steps`` in one simulation, neurons from ``v0``."""
         self.input_spec.check(images)
         with torch.no_grad():
-            return rate.run(self, images, sorted(set(steps)))
+            return rate.run(self, images, sorted(set(steps)), v0)
 
     @property
     def manifest(self) -> dict[str, Any]:

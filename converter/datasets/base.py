@@ -44,6 +44,18 @@ class ImageDataset:
         order = order.sort().values.to(self.images.device)
         return ImageDataset(self.images[order], self.labels[order], self.classes)
 
+    def disjoint_subsets(self, sizes: list[int], seed: int = 0) -> list[ImageDataset]:
+        """Random subsets of ``sizes`` images sharing none; the first is ``subset(sizes[0], seed)``."""
+        if sum(sizes) > len(self):
+            raise ValueError(f"{sum(sizes)} images asked for, the dataset has {len(self)}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        out, start = [], 0
+        for n in sizes:
+            pick = order[start : start + n].sort().values.to(self.images.device)
+            out.append(ImageDataset(self.images[pick], self.labels[pick], self.classes))
+            start += n
+        return out
+
     def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with its tensors on ``device``."""
         return ImageDataset(self.images.to(device), self.labels.to(device), self.classes)

@@ -111,6 +111,62 @@ def test_sweep_over_T_and_methods(run_dir, capsys):
     assert 0 <= report["ann"]["accuracy"] <= 1
 
 
+def test_sweep_runs_every_latency_lever(run_dir, capsys):
+    """Error-aware calibration, window allocation and the v0 = 1/2 rate baseline from the command line."""
+    capsys.readouterr()
+    argv = ["sweep", "--run", str(run_dir), "--data", DATA, "--limit", "16", "--T", "4,auto"]
+    argv += ["--methods", "error-aware", "--calibration-images", "16", "--holdout-images", "32"]
+    argv += [
+        "--max-drop",
+        "5",
+        "--max-T",
+        "8",
+        "--rate-steps",
+        "8",
+        "--rate-images",
+        "4",
+        "--rate-v0",
+        "0,0.5",
+    ]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    fixed, auto = report["runs"]
+    assert fixed["calibration"] == auto["calibration"] == "error-aware + bias correction"
+    assert fixed["tsc"]["timesteps"] == 20 * 4 and set(fixed["windows"].values()) == {4}
+    assert auto["allocation"]["holdout_images"] == 32 and auto["allocation"]["windows"] == auto["windows"]
+    assert auto["tsc"]["timesteps"] == auto["allocation"]["timesteps"] <= 20 * 8
+    assert [(r["timesteps"], r["v0"]) for r in report["rate"]] == [(8, 0.0), (8, 0.5)]
+
+
+def test_convert_auto_records_the_search_in_the_manifest(run_dir, tmp_path):
+    out = tmp_path / "auto"
+    argv = [
+        "convert",
+        "--run",
+        str(run_dir),
+        "--data",
+        DATA,
+        "--T",
+        "auto",
+        "--max-T",
+        "8",
+        "--max-drop",
+        "5",
+    ]
+    argv += ["--calibration-images", "16", "--holdout-images", "32", "--no-eval", "--out", str(out)]
+    assert main(argv) == 0
+    net = load(out)
+    allocation = net.manifest["calibration"]["allocation"]
+    assert allocation["windows"] == net.windows and allocation["evaluations"]
+    assert net.manifest["latency_steps"] == net.timesteps == allocation["timesteps"]
+
+
+@pytest.mark.parametrize("bad", ["0", "auto,x", ""])
+def test_bad_windows_are_refused(run_dir, bad, capsys):
+    assert main(["sweep", "--run", str(run_dir), "--data", DATA, "--T", bad]) == 2
+    assert "argument --T" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
