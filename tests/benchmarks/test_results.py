@@ -14,7 +14,12 @@ def _report() -> dict:
         return {
             "calibration": "percentile 99.99",
             "T": T,
+            "windows": {"input": T, "relu": T},
             "tsc": {
+                "layers": [
+                    {"name": "input", "kind": "input", "neurons": 10, "spikes": 4.0},
+                    {"name": "relu", "kind": "neuron", "neurons": 20, "spikes": 6.0},
+                ],
                 "timesteps": steps,
                 "accuracy": on_subset - 0.01,
                 "accuracy_on_rate_subset": on_subset,
@@ -65,6 +70,7 @@ def test_no_claim_when_tsc_never_comes_close():
 def test_render_writes_markdown_and_plots_from_json_only(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(results, "DOCS", tmp_path)
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(results, "JPEG", tmp_path / "results" / "jpeg")
     (tmp_path / "results").mkdir()
     stem = results.MEASUREMENTS[0][0]
     (tmp_path / "results" / f"{stem}.json").write_text(json.dumps(_report()))
@@ -73,5 +79,16 @@ def test_render_writes_markdown_and_plots_from_json_only(tmp_path, monkeypatch: 
     summary = next(line for line in text.splitlines() if line.startswith(f"| `{stem}`"))
     # within 0.5 points of the 90% ANN: T=16 (94% on all); equal-accuracy pairs T=4/64 and T=8/256
     assert "T = 16: 160 steps, 94.00%" in summary and summary.endswith("| 100 | 40.0-80.0x | 1.60-3.20x |")
-    assert (tmp_path / "results" / "accuracy_vs_timesteps.png").stat().st_size > 0
-    assert (tmp_path / "results" / "operations.png").stat().st_size > 0
+    for plot in ("accuracy_vs_timesteps", "accuracy_vs_additions", "operations", "spikes_per_layer"):
+        assert (tmp_path / "results" / f"{plot}.png").stat().st_size > 0, plot
+    # the latency levers list every run shortest first, the rate baselines beside with their v0
+    levers = text[text.index("## Latency levers") : text.index("## Per model")]
+    rows = [line for line in levers.splitlines() if line.startswith(f"| `{stem}` | percentile")]
+    assert [row.split(" | ")[3] for row in rows] == ["40", "80", "160"]
+    assert "rate, v0 = 0 (100 images) | - | 64 | 80.00" in levers
+
+
+def test_windows_column_names_uniform_and_allocated_windows():
+    assert results._windows({"T": 8, "windows": {"input": 8, "a": 8}}) == "8"
+    allocated = {"T": 12, "windows": {"input": 8, "a": 3, "b": 12}, "allocation": {}}
+    assert results._windows(allocated) == "auto: 3-12 (input 8)"
