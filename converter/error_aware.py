@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from converter.calibrate import Calibration, choose
+from converter.engines import ann
 from converter.engines.common import durations, lam_view, switch_pool
 from converter.graph import Graph, Population
 from converter.ops import run_chain
@@ -102,20 +103,6 @@ def _exact(p: Population, z: Tensor, lam: Tensor | None) -> Tensor:
     return _quantise(z, lam, *p.quantised) if lam is not None and p.quantised else z.relu()
 
 
-def _logits(graph: Graph, after: int, acts: dict[str, Tensor], fixed: dict[str, Tensor]) -> Tensor:
-    """Logits when the populations after index ``after`` run as the ANN from the activations ``acts``."""
-    a = dict(acts)
-    for p in graph.populations[after + 1 :]:
-        if p.kind == "switch":
-            a[p.name] = switch_pool(a[p.source], p.pool)
-            continue
-        z = sum(run_chain(t.ops, a[t.source]) for t in p.terms)
-        if p.kind == "output":
-            return z
-        a[p.name] = _exact(p, z, fixed.get(p.name))
-    raise ValueError("graph has no output population")
-
-
 def calibrate_error_aware(
     graph: Graph,
     images: Tensor,
@@ -131,14 +118,14 @@ def calibrate_error_aware(
     gen = torch.Generator().manual_seed(0)
     x = images.float()
     n = min(OBJECTIVE_IMAGES, x.shape[0])
-    reference = _logits(graph, 0, {"input": x[:n]}, fixed)
+    reference = ann.forward(graph, x[:n], lams=fixed)
     exact: dict[str, Tensor] = {"input": x}
     quant: dict[str, Tensor] = {"input": _quantise(x, torch.ones(()), windows["input"], shift)}
     lams: dict[str, Tensor] = {}
     corrections: dict[str, Tensor] = {}
     report: dict[str, dict] = {}
     with torch.no_grad():
-        for i, p in enumerate(graph.populations):
+        for p in graph.populations:
             if p.kind == "input":
                 continue
             if p.kind == "switch":
@@ -162,7 +149,8 @@ def calibrate_error_aware(
                 errors = []
                 for lam in candidates:
                     acts = {k: v[:n] for k, v in quant.items()} | {p.name: _quantise(zq[:n], lam, T, shift)}
-                    errors.append(float((_logits(graph, i, acts, fixed) - reference).pow(2).mean()))
+                    logits = ann.forward(graph, acts["input"], lams=fixed, given=acts)
+                    errors.append(float((logits - reference).pow(2).mean()))
                 lam = candidates[min(range(len(errors)), key=errors.__getitem__)]
             lams[p.name] = lam
             quant[p.name] = _quantise(zq, lam, T, shift)

@@ -28,13 +28,17 @@ def forward(
     x: Tensor,
     on_neuron: Callable[[str, Tensor], None] | None = None,
     lams: dict[str, Tensor] | None = None,
+    given: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Logits of the network as trained: ReLU, or with ``lams`` the clip-floor layers it was trained with.
 
-    ``on_neuron(name, activation)`` sees every neuron layer's activations (calibration).
+    ``on_neuron(name, activation)`` sees every neuron layer's activations (calibration); populations in
+    ``given`` take those activations instead of computing them (the rest of the network runs as the ANN).
     """
-    act: dict[str, Tensor] = {}
+    act: dict[str, Tensor] = dict(given or {})
     for p in graph.populations:
+        if p.name in act:
+            continue
         if p.kind == "input":
             one = torch.ones((), dtype=x.dtype)
             act[p.name] = _trained(x, one, p.quantised) if lams is not None and p.quantised else x

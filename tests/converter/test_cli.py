@@ -140,21 +140,9 @@ def test_sweep_runs_every_latency_lever(run_dir, capsys):
 
 def test_convert_auto_records_the_search_in_the_manifest(run_dir, tmp_path):
     out = tmp_path / "auto"
-    argv = [
-        "convert",
-        "--run",
-        str(run_dir),
-        "--data",
-        DATA,
-        "--T",
-        "auto",
-        "--max-T",
-        "8",
-        "--max-drop",
-        "5",
-    ]
-    argv += ["--calibration-images", "16", "--holdout-images", "32", "--no-eval", "--out", str(out)]
-    assert main(argv) == 0
+    argv = f"convert --run {run_dir} --data {DATA} --T auto --max-T 8 --max-drop 5 --calibration-images 16"
+    argv += f" --holdout-images 32 --no-eval --out {out}"
+    assert main(argv.split()) == 0
     net = load(out)
     allocation = net.manifest["calibration"]["allocation"]
     assert allocation["windows"] == net.windows and allocation["evaluations"]
