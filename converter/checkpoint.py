@@ -41,11 +41,20 @@ def weights_sha256(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Any) -> None:
+    """Write via a temporary name and a rename, with the mode a plain ``open`` would give (0644 usually)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: other users (a container's) could not read it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

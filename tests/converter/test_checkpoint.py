@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -48,6 +49,20 @@ def test_round_trip_keeps_per_layer_windows(net, tmp_path):
     assert manifest["layers"][0]["steps"] == windows["input"]
     x = images(5, seed=4)
     assert torch.equal(mixed.run(x).logits, again.run(x).logits)
+
+
+@pytest.mark.parametrize("layout", ["dir", "tiny.safetensors"])
+def test_files_are_readable_by_other_users(net, tmp_path, layout):
+    net.save(tmp_path / layout)
+    files = [p for p in (tmp_path / layout).rglob("*") if p.is_file()] or [tmp_path / layout]
+    for f in files:  # a container running as another uid mounts these read-only
+        assert f.stat().st_mode & 0o777 == 0o666 & ~_current_umask(), f
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _dir(net, tmp_path):
