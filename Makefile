@@ -8,15 +8,18 @@ SHARED ?= ../shared
 #   make data-jpeg && make train-resnet20 DATA=imagefolder:$HOME/.cache/tsc-snn/cifar10
 DATA ?= cifar10:$(SHARED)/datasets/cifar10-binary-lossless.tar.gz
 CACHE ?= $(HOME)/.cache/tsc-snn
-T ?= 16
-# the shipped models' recipes (trained on a GPU: DEVICE=cuda; on 2 CPU cores ResNet-20 takes ~3.8 min/epoch)
-EPOCHS ?= 55
-LOSSLESS_EPOCHS ?= 11
+# training runs live outside the work tree, resumable (benchmarks/results.py reads them from TSC_RUNS)
+RUNS ?= $(CACHE)/runs
+export TSC_RUNS := $(RUNS)
+T ?= 4
+# the shipped model's recipe (2 CPU cores: ResNet-20 ~2-6 min/epoch; DEVICE=cuda on a GPU)
+EPOCHS ?= 20
+LOSSLESS_EPOCHS ?= 2
 VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
 .PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 convert-resnet20 \
-        train-vgg16 convert-vgg16 results clean
+        lowt-thirdparty train-vgg16 convert-vgg16 results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,25 +65,33 @@ $(CACHE)/cifar10/test:
 ## train-resnet20 / lossless-resnet20 / convert-resnet20: the embedded default model, end to end
 train-resnet20: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --epochs $(EPOCHS) --lr 0.1 --wd 5e-4 \
-		--device $(DEVICE) --out runs/resnet20
+		--label-smoothing 0.1 --warmup-epochs 1 --device $(DEVICE) --out $(RUNS)/resnet20
 
+## lossless-resnet20: low-T training, clip-floor activation with a learnable threshold per layer at T
 lossless-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data $(DATA) --init runs/resnet20/model.safetensors \
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(RUNS)/resnet20/model.safetensors \
 		--clip-floor $(T) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 --warmup-epochs 0 --device $(DEVICE) \
-		--out runs/resnet20-cf$(T)
+		--out $(RUNS)/resnet20-cf$(T)
 
 convert-resnet20: $(VENV)/.installed data
-	$(PY) -m converter convert --run runs/resnet20-cf$(T) --data $(DATA) --T $(T) \
+	$(PY) -m converter convert --run $(RUNS)/resnet20-cf$(T) --data $(DATA) --T $(T) \
 		--name resnet20-cifar10 --out models/resnet20-cifar10
+
+## lowt-thirdparty: the third-party ResNet-20 (a measurement, never shipped) low-T trained at T
+lowt-thirdparty: $(VENV)/.installed data
+	$(PY) -m benchmarks.thirdparty_zoo $(CACHE)/thirdparty-resnet20-zoo.safetensors
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(CACHE)/thirdparty-resnet20-zoo.safetensors \
+		--clip-floor $(T) --epochs 4 --lr 0.02 --wd 1e-4 --warmup-epochs 0 --device $(DEVICE) \
+		--out $(RUNS)/thirdparty-cf$(T)
 
 ## train-vgg16 / convert-vgg16: the paper's main network (~3 s/epoch on an H200, ~10 min/epoch on CPU)
 train-vgg16: $(VENV)/.installed data
 	$(PY) -m converter train --model vgg16 --data $(DATA) --epochs $(VGG_EPOCHS) --lr 0.05 --wd 5e-4 \
-		--device $(DEVICE) --out runs/vgg16
+		--device $(DEVICE) --out $(RUNS)/vgg16
 
 convert-vgg16: $(VENV)/.installed data
-	$(PY) -m converter convert --run runs/vgg16 --data $(DATA) --T $(T) --name vgg16-cifar10 \
-		--out runs/vgg16-cifar10-tsc
+	$(PY) -m converter convert --run $(RUNS)/vgg16 --data $(DATA) --T $(T) --name vgg16-cifar10 \
+		--out $(RUNS)/vgg16-cifar10-tsc
 
 ## results: measure every table of docs/results.md again and regenerate it with its plots
 results: $(VENV)/.installed data

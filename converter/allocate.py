@@ -12,7 +12,7 @@ window on that path is a step saved. The search, on held-out images with labels:
    order, as a mixed-precision bit allocation does), giving a chain of ever shorter configurations.
 4. **Budget**: a bisection along the chain finds the shortest configuration whose measured accuracy is
    still within ``max_drop``. Steps 2-4 repeat from the new configuration while they shorten it.
-5. **Final**: thresholds are recalibrated at the chosen windows and kept if that is no worse.
+5. **Final**: thresholds are recalibrated at the chosen windows and kept if still within the budget.
 
 The report (stored in the manifest) lists every configuration measured, the windows chosen and the cost.
 """
@@ -30,6 +30,7 @@ from torch import Tensor
 from converter.windows import Schedule, uniform
 
 if TYPE_CHECKING:
+    from converter.graph import Graph
     from converter.network import SpikingNetwork
 
 LEVELS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
@@ -54,7 +55,8 @@ class _Holdout:
         self.ann_accuracy = float((self.ann_logits.argmax(1) == self.labels).double().mean())
 
     def _logits(self, net: SpikingNetwork, engine: str, images: Tensor) -> Tensor:
-        parts = [net.run(images[i : i + self.batch_size], engine).logits for i in range(0, len(images), 500)]
+        step = self.batch_size
+        parts = [net.run(images[i : i + step], engine).logits for i in range(0, len(images), step)]
         return torch.cat(parts).double()
 
     def accuracy(self, net: SpikingNetwork, stage: str) -> float:
@@ -111,7 +113,7 @@ def _chain(net: SpikingNetwork, hold: _Holdout) -> list[dict[str, int]]:
 
 
 def allocate_windows(
-    net: SpikingNetwork,
+    graph: Graph,
     images: Tensor,
     labels: Tensor,
     *,
@@ -126,15 +128,15 @@ def allocate_windows(
     """
     start = time.perf_counter()
     hold = _Holdout(images, labels, batch_size)
-    hold.reference(net)
-    budget = hold.ann_accuracy - max_drop / 100
-
-    levels = [v for v in LEVELS if v <= max_T]
-    best, accuracy = None, 0.0
+    levels = sorted({v for v in LEVELS if v < max_T} | {max_T})
+    best, accuracy, budget = None, 0.0, 0.0
     lo, hi = 0, len(levels) - 1  # bisection for the smallest uniform level within the budget
     while lo <= hi:
         mid = (lo + hi) // 2
-        candidate = calibrated(uniform(net.graph, levels[mid]))
+        candidate = calibrated(uniform(graph, levels[mid]))
+        if not hold.log:  # the ANN does not depend on the calibration: its reference is taken once
+            hold.reference(candidate)
+            budget = hold.ann_accuracy - max_drop / 100
         acc = hold.accuracy(candidate, f"uniform T={levels[mid]}")
         if acc >= budget:
             best, accuracy, hi = candidate, acc, mid - 1
@@ -142,7 +144,7 @@ def allocate_windows(
             lo = mid + 1
     reached = best is not None
     if best is None:
-        best = calibrated(uniform(net.graph, levels[-1]))
+        best = calibrated(uniform(graph, levels[-1]))
         accuracy = hold.accuracy(best, f"uniform T={levels[-1]} (budget not reached)")
     else:
         for n in range(PASSES):

@@ -20,7 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-layer windows and bias corrections (a version-1 build would misread them)
+READABLE_VERSIONS = (1, 2)
 FORMAT = "tsc-snn"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -42,7 +43,13 @@ def weights_sha256(tensors: dict[str, Tensor]) -> str:
 
 
 def _umask() -> int:
-    """The process umask (read by setting it and restoring it at once)."""
+    """The process umask, read from ``/proc`` where possible (setting it to read it races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -117,9 +124,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format field is missing or wrong)")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{path}: schema version {version!r} is not supported (this build reads version {SCHEMA_VERSION})"
+            f"{path}: schema version {version!r} is not supported (this build reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     expected = manifest.get("weights_sha256")
     actual = weights_sha256(tensors)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,23 @@ from converter.calibrate import METHODS
 from converter.cli import CommandError
 from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.trained import Trained, TrainedModelError, load_trained
+
+
+def number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` at least (or above) ``minimum``, with a one-line error otherwise."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def int_list(text: str) -> list[int]:
@@ -55,7 +74,7 @@ def float_list(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
+    if not values or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
     return values
 
@@ -93,17 +112,22 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def add_conversion_args(p: argparse.ArgumentParser) -> None:
     """Calibration images, error-aware calibration and window-allocation options (convert and sweep)."""
-    p.add_argument("--calibration-images", type=int, default=512, help="training images used to calibrate")
+    p.add_argument(
+        "--calibration-images", type=number(int, 1), default=512, help="training images used to calibrate"
+    )
     p.add_argument(
         "--no-bias-correction", action="store_true", help="error-aware calibration without bias correction"
     )
     p.add_argument(
-        "--max-drop", type=float, default=0.1, help="T=auto: accuracy budget in points below the ANN"
+        "--max-drop",
+        type=number(float, 0),
+        default=0.1,
+        help="T=auto: accuracy budget in points below the ANN",
     )
-    p.add_argument("--max-T", type=int, default=32, help="T=auto: the largest window tried")
+    p.add_argument("--max-T", type=number(int, 1), default=32, help="T=auto: the largest window tried")
     p.add_argument(
         "--holdout-images",
-        type=int,
+        type=number(int, 1),
         default=2000,
         help="T=auto: training images (none used to calibrate) the budget is measured on",
     )

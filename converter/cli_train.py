@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,27 +14,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from converter.cli import CommandError
+from converter.cli_common import number
 from converter.clipfloor import clip_floor_init
 from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.models import MODEL_NAMES, build_model, input_size
 from converter.train import SCHEDULES, ResumeError, save_safetensors, train
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
-
-
-def _number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], int | float]:
-    """An argparse type: ``kind`` at least (or above) ``minimum``, with a one-line error otherwise."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if value < minimum or (not inclusive and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
-        return value
-
-    return parse
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,35 +32,35 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument(
         "--out", required=True, type=Path, help="run folder (resumed when it holds a matching run)"
     )
-    p.add_argument("--epochs", required=True, type=_number(int, 1))
-    p.add_argument("--batch-size", type=_number(int, 1), default=128)
-    p.add_argument("--lr", type=_number(float, 0, inclusive=False), default=0.1)
-    p.add_argument("--momentum", type=_number(float, 0), default=0.9)
-    p.add_argument("--wd", type=_number(float, 0), default=5e-4, help="weight decay")
+    p.add_argument("--epochs", required=True, type=number(int, 1))
+    p.add_argument("--batch-size", type=number(int, 1), default=128)
+    p.add_argument("--lr", type=number(float, 0, inclusive=False), default=0.1)
+    p.add_argument("--momentum", type=number(float, 0), default=0.9)
+    p.add_argument("--wd", type=number(float, 0), default=5e-4, help="weight decay")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    p.add_argument("--warmup-epochs", type=_number(int, 0), default=1)
-    p.add_argument("--label-smoothing", type=_number(float, 0), default=0.0)
+    p.add_argument("--warmup-epochs", type=number(int, 0), default=1)
+    p.add_argument("--label-smoothing", type=number(float, 0), default=0.0)
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
-    p.add_argument("--eval-every", type=_number(int, 1), default=1, help="test every N epochs (and the last)")
+    p.add_argument("--eval-every", type=number(int, 1), default=1, help="test every N epochs (and the last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    p.add_argument("--threads", type=_number(int, 1), help="CPU threads (default: the CPUs available)")
+    p.add_argument("--threads", type=number(int, 1), help="CPU threads (default: the CPUs available)")
     p.add_argument(
-        "--num-classes", type=_number(int, 1), help="model outputs (default: the dataset's classes)"
+        "--num-classes", type=number(int, 1), help="model outputs (default: the dataset's classes)"
     )
     p.add_argument(
         "--clip-floor",
-        type=_number(int, 1),
+        type=number(int, 1),
         metavar="T",
         help="lossless option: train with TSC's clip-floor activation for this T (spec section 9)",
     )
     p.add_argument("--init", type=Path, help="start from these weights (.safetensors state dict)")
-    p.add_argument("--limit-train", type=_number(int, 1), help="use a random subset of N training images")
-    p.add_argument("--limit-test", type=_number(int, 1), help="use a random subset of N test images")
+    p.add_argument("--limit-train", type=number(int, 1), help="use a random subset of N training images")
+    p.add_argument("--limit-test", type=number(int, 1), help="use a random subset of N test images")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/datasets"), help="decoded-image cache")
     p.add_argument("--no-cache", action="store_true", help="do not cache decoded ImageFolder images")
-    p.add_argument("--workers", type=_number(int, 1), help="image-decoding processes (default: the CPUs)")
+    p.add_argument("--workers", type=number(int, 1), help="image-decoding processes (default: the CPUs)")
     p.add_argument("--no-verify", action="store_true", help="skip the md5 check of official CIFAR archives")
     p.add_argument("--restart", action="store_true", help="discard a run already in --out")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON (logs go to stderr)")

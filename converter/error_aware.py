@@ -119,7 +119,8 @@ def calibrate_error_aware(
     x = images.float()
     n = min(OBJECTIVE_IMAGES, x.shape[0])
     reference = ann.forward(graph, x[:n], lams=fixed)
-    exact: dict[str, Tensor] = {"input": x}
+    trained_input = graph.populations[0].quantised  # the ANN as trained saw quantised pixels
+    exact: dict[str, Tensor] = {"input": _quantise(x, torch.ones(()), *trained_input) if trained_input else x}
     quant: dict[str, Tensor] = {"input": _quantise(x, torch.ones(()), windows["input"], shift)}
     lams: dict[str, Tensor] = {}
     corrections: dict[str, Tensor] = {}
@@ -155,8 +156,12 @@ def calibrate_error_aware(
             lams[p.name] = lam
             quant[p.name] = _quantise(zq, lam, T, shift)
             err = (exact[p.name] - quant[p.name]).pow(2).mean() / exact[p.name].pow(2).mean().clamp_min(1e-12)
+            positive = exact[p.name][exact[p.name] > 0]
+            above = exact[p.name] > lam_view(lam, exact[p.name].dim())
             report[p.name] = {
                 "lam": lam.tolist(),
+                "max": float(exact[p.name].max()),
+                "clipped_fraction": float(above.sum() / max(1, positive.numel())),
                 "method": "trained clip-floor" if p.name in fixed else "error-aware",
                 "relative_output_error": float(err),
                 "bias_correction_abs_mean": float(corrections[p.name].abs().mean())

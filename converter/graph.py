@@ -74,11 +74,6 @@ class Graph:
         """L: weight layers on the longest path (the output integrates in window L-1)."""
         return self.output.window + 1
 
-    def delay(self, term: Term, target: Population) -> int:
-        """Whole windows a term's spikes are delayed so they arrive while ``target`` integrates."""
-        integrate = target.window if target.kind == "output" else target.window - 1
-        return integrate - self.by_name[term.source].window
-
     def _assign_windows(self) -> None:
         for p in self.populations:
             if p.kind == "switch":

@@ -137,7 +137,10 @@ class SpikingNetwork:
     def with_windows(self, windows: dict[str, int]) -> SpikingNetwork:
         """Copy with per-layer windows (thresholds kept), naming the input and every neuron layer."""
         windows = check_windows(self.graph, windows)
-        return self._copy(windows=windows, schedule=Schedule.build(self.graph, windows))
+        calibration = {k: v for k, v in self.calibration.items() if k != "allocation"}  # not these windows'
+        return self._copy(
+            windows=windows, schedule=Schedule.build(self.graph, windows), calibration=calibration
+        )
 
     def _copy(self, **changes: Any) -> SpikingNetwork:
         """Shallow copy sharing the precomputed counts, with ``changes`` applied and no cached plans."""
@@ -226,7 +229,13 @@ def load(path: str | Path) -> SpikingNetwork:
         missing = [p.name for p in graph.neurons if p.name not in lams]
         if missing:
             raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
-        return SpikingNetwork(
+        for name, c in corrections.items():
+            p = graph.by_name.get(name)
+            if p is None or p.kind not in ("neuron", "output") or tuple(c.shape) != p.shape[:1]:
+                raise CheckpointError(
+                    f"{path}: bias correction {name!r} of shape {tuple(c.shape)} fits no layer"
+                )
+        net = SpikingNetwork(
             graph,
             lams,
             manifest.get("windows") or int(manifest["T"]),
@@ -240,9 +249,12 @@ def load(path: str | Path) -> SpikingNetwork:
             accuracy=manifest.get("accuracy", {}),
             corrections=corrections,
         )
+        if manifest["T"] != net.T or net.timesteps != manifest.get("latency_steps", net.timesteps):
+            raise CheckpointError(f"{path}: T and latency_steps disagree with the windows")
+        return net
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(
             f"{path}: manifest is incomplete or inconsistent ({type(e).__name__}: {e})"
         ) from None
@@ -305,13 +317,14 @@ def convert(
             f"calibration images must be a non-empty (N, C, H, W) batch, got "
             f"{tuple(calibration_images.shape)}"
         )
-    if isinstance(T, str) and T != "auto":
+    if not (T == "auto" or isinstance(T, (int, dict))) or isinstance(T, bool):
         raise ValueError(f"T must be a number of steps, per-layer windows or 'auto', got {T!r}")
+    if T == "auto" and not (max_T >= 1 and max_drop >= 0):
+        raise ValueError(f"T='auto' needs max_T >= 1 and max_drop >= 0, got {max_T} and {max_drop}")
     images = calibration_images.detach().float()
     cal = Calibration(method, percentile, per_channel, bias_correction)
     # 1. trace: populations and synapse paths, BatchNorm and pooling folded
     graph, fixed = trace_model(model, images[:1])
-    start = uniform(graph, max_T) if T == "auto" else uniform(graph, T) if isinstance(T, int) else T
     described = {
         "source_model": type(model).__name__,
         "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -337,14 +350,15 @@ def convert(
             corrections=corrections,
         )
 
-    net = calibrated(check_windows(graph, start))
     if T != "auto":
-        return net
-    # 3. allocate: per-layer windows within the accuracy budget, recalibrated at each configuration tried
+        return calibrated(check_windows(graph, uniform(graph, T) if isinstance(T, int) else T))
+    # 3. allocate: per-layer windows within the accuracy budget, recalibrated at each uniform T tried
     if holdout is None:
-        holdout = (images, net.run(images, "ann").logits.argmax(1))
+        holdout = (images, ann.forward(graph, images, lams=fixed).argmax(1))
+    if holdout[0].shape[0] == 0 or holdout[0].shape[0] != holdout[1].shape[0]:
+        raise ValueError("the held-out set needs images and as many labels, at least one of each")
     net, report = allocate_windows(
-        net, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
+        graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
     )
     net.calibration["allocation"] = report
     return net

@@ -30,8 +30,11 @@ def uniform(graph: Graph, T: int) -> dict[str, int]:
     return dict.fromkeys(speaking(graph), T)
 
 
+MAX_WINDOW = 1 << 16
+
+
 def check_windows(graph: Graph, windows: dict[str, int]) -> dict[str, int]:
-    """``windows`` as plain ints, or ``ValueError`` naming the missing, unknown or non-positive entry."""
+    """``windows`` as plain ints, or ``ValueError`` naming the missing, unknown or out-of-range entry."""
     want = speaking(graph)
     missing = [n for n in want if n not in windows]
     unknown = sorted(set(windows) - set(want))
@@ -40,8 +43,10 @@ def check_windows(graph: Graph, windows: dict[str, int]) -> dict[str, int]:
     out = {}
     for name in want:
         value = windows[name]
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"window of {name!r} must be a positive number of steps, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_WINDOW:
+            raise ValueError(f"window of {name!r} must be 1..{MAX_WINDOW} steps, got {value!r}")
+        if int(value) != value:
+            raise ValueError(f"window of {name!r} must be a whole number of steps, got {value!r}")
         out[name] = int(value)
     return out
 

@@ -36,7 +36,7 @@ def test_round_trip(net, tmp_path, layout):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.synaptic_additions, b.synaptic_additions)
     assert again.labels == list("abcde") and again.name == "tiny" and again.T == 8
     assert again.manifest["provenance"]["dataset"] == "synthetic"
-    assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 1
+    assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 2
 
 
 def test_round_trip_keeps_per_layer_windows(net, tmp_path):
@@ -63,6 +63,34 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(T=64),  # T is the longest window: it must agree with the windows
+        lambda m: m.update(latency_steps=1),
+        lambda m: m["windows"].update(input=float("inf")),
+        lambda m: m["windows"].update(input=10**9),
+    ],
+)
+def test_windows_that_disagree_or_are_absurd_are_refused(net, tmp_path, edit):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    edit(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError):
+        load(path)
+
+
+def test_a_correction_that_fits_no_layer_is_refused(tmp_path):
+    x = images(16)
+    net = convert(make_net(NetConfig()), x, T=4, method="error-aware")
+    first = next(iter(net.corrections))
+    net.corrections[first] = torch.zeros(99)
+    net.save(tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="bias correction"):
+        load(tmp_path / "bad")
 
 
 def _dir(net, tmp_path):
