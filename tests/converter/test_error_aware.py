@@ -55,3 +55,15 @@ def test_corrections_are_identical_in_fast_and_stepped_and_survive_a_checkpoint(
     again = load(tmp_path / "aware")
     assert again.corrections.keys() == net.corrections.keys()
     assert torch.equal(again.run(xd).logits, fast.logits)
+
+
+def test_a_clip_floor_trained_net_stays_lossless():
+    """Trained thresholds are kept and the corrections vanish: the SNN is exactly the network as trained."""
+    from converter.clipfloor import clip_floor_init
+
+    x = images(64, seed=1)
+    trained = clip_floor_init(make_net(NetConfig(4, pool="max"), 1), x, T=4)
+    net = convert(trained, x, T=4, method="error-aware").to(torch.float64)
+    assert all(c.abs().max() < 1e-6 for c in net.corrections.values())
+    xd = x.double()
+    torch.testing.assert_close(net.run(xd).logits, net.run(xd, "ann").logits, rtol=1e-6, atol=1e-6)
