@@ -48,13 +48,13 @@ def int_list(text: str) -> list[int]:
 
 
 def window_list(text: str) -> list[int | str]:
-    """``"4,8,auto"`` -> ``[4, 8, "auto"]``: uniform windows, or ``auto`` for the allocation search."""
+    """``"4,8,auto"`` -> ``[4, 8, "auto"]``: uniform windows, ``auto`` (allocation) or ``trained``."""
     out: list[int | str] = []
     for item in (v.strip() for v in text.split(",")):
-        if item == "auto" or (item.isdigit() and int(item) > 0):
-            out.append(item if item == "auto" else int(item))
+        if item in ("auto", "trained") or (item.isdigit() and int(item) > 0):
+            out.append(item if item in ("auto", "trained") else int(item))
         elif item:
-            raise argparse.ArgumentTypeError(f"expected positive integers or 'auto', got {item!r}")
+            raise argparse.ArgumentTypeError(f"expected positive integers, 'auto' or 'trained', got {item!r}")
     if not out:
         raise argparse.ArgumentTypeError("expected windows, e.g. 4,8,16 or auto")
     return out

@@ -34,7 +34,8 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "--T",
         type=window,
         default=16,
-        help="steps per window (default 16), or auto: per-layer windows within --max-drop of the ANN",
+        help="steps per window (default 16); trained: the levels of a clip-floor run; auto: per-layer "
+        "windows within --max-drop of the ANN",
     )
     p.add_argument("--shift", type=float, default=0.5, choices=[0.0, 0.5], help="0.5 rounds to nearest")
     p.add_argument("--method", choices=METHODS, default="percentile", help="threshold calibration")

@@ -102,7 +102,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     for method, pct in args.methods:
         net = None
         for T in args.T:
-            if net is None or T == "auto" or method in ("search", "error-aware"):  # T-dependent thresholds
+            if net is None or isinstance(T, str) or method in ("search", "error-aware"):  # T-dependent
                 net = convert(
                     src.model,
                     calib,
@@ -115,7 +115,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     max_drop=args.max_drop,
                     max_T=args.max_T,
                 )
-            if T != "auto":
+            if isinstance(T, int):
                 net = net.with_timesteps(T)
             first = not report["runs"]
             started = time.time()

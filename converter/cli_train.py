@@ -55,6 +55,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         metavar="T",
         help="lossless option: train with TSC's clip-floor activation for this T (spec section 9)",
     )
+    p.add_argument(
+        "--clip-floor-input",
+        type=number(int, 1),
+        metavar="T_IN",
+        help="with --clip-floor: levels of the input pixels, the input layer's window (default: T)",
+    )
     p.add_argument("--init", type=Path, help="start from these weights (.safetensors state dict)")
     p.add_argument("--limit-train", type=number(int, 1), help="use a random subset of N training images")
     p.add_argument("--limit-test", type=number(int, 1), help="use a random subset of N test images")
@@ -142,8 +148,11 @@ def run_train(args: argparse.Namespace) -> int:
             f"--num-classes {args.num_classes} is too few: the data has labels up to {labels_needed - 1}"
         )
     model = make_model(args)
+    if args.clip_floor_input and not args.clip_floor:
+        raise CommandError("--clip-floor-input needs --clip-floor")
     if args.clip_floor:
-        model = clip_floor_init(model, to_float(train_set.images[:512]), args.clip_floor)
+        images = to_float(train_set.images[:512])
+        model = clip_floor_init(model, images, args.clip_floor, input_T=args.clip_floor_input)
     stream = sys.stderr if args.json else sys.stdout
     if args.restart:
         for name in RUN_FILES:
@@ -195,7 +204,13 @@ def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageD
         "train_size": len(train_set),
         "test_size": len(test_set),
         "epochs": args.epochs,
-        "clip_floor": {"T": args.clip_floor, "shift": 0.5} if args.clip_floor else None,
+        "clip_floor": {
+            "T": args.clip_floor,
+            "shift": 0.5,
+            "input_T": args.clip_floor_input or args.clip_floor,
+        }
+        if args.clip_floor
+        else None,
         "final_test_acc": result["final_test_acc"],
         "best_test_acc": result["best_test_acc"],
         "best_epoch": result["best_epoch"],

@@ -78,18 +78,19 @@ def clip_floor_model(
     T: int,
     shift: float = 0.5,
     lams: dict[str, Tensor] | None = None,
+    input_T: int | None = None,
 ) -> fx.GraphModule:
     """Copy of ``model`` with quantised input and every ReLU replaced by ``ClipFloor``.
 
     ``lams`` gives initial clipping levels by the ReLU's node name (the converter's population names);
-    layers without an entry start at 1.
+    layers without an entry start at 1. Pixels get ``input_T`` levels (default ``T``): the input window.
     """
     gm = symbolic_trace(model)
     modules = dict(gm.named_modules())
     lams = lams or {}
     for node in list(gm.graph.nodes):
         if node.op == "placeholder":
-            gm.add_submodule("tsc_input_quant", InputQuant(T, shift))
+            gm.add_submodule("tsc_input_quant", InputQuant(input_T or T, shift))
             with gm.graph.inserting_after(node):
                 q = gm.graph.call_module("tsc_input_quant", (node,))
             node.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
@@ -112,9 +113,10 @@ def clip_floor_init(
     T: int,
     shift: float = 0.5,
     percentile: float = 99.9,
+    input_T: int | None = None,
 ) -> fx.GraphModule:
     """Clip-floor copy of a trained ``model`` whose clipping levels start at calibrated thresholds."""
     graph, fixed = trace_model(model.eval(), images[:1])
     cal = Calibration("percentile", percentile)
     lams, _ = calibrate(graph, images, cal, uniform(graph, T), shift, skip=frozenset(fixed))
-    return clip_floor_model(model, T, shift, {**fixed, **lams})
+    return clip_floor_model(model, T, shift, {**fixed, **lams}, input_T)

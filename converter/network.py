@@ -308,7 +308,8 @@ def convert(
 ) -> SpikingNetwork:
     """Trace ``model`` (pixels in [0, 1] in, logits out), calibrate thresholds, return the TSC-SNN.
 
-    ``T`` is one window for every layer, per-layer windows by population name, or ``"auto"``: the windows
+    ``T`` is one window for every layer, per-layer windows by population name, ``"trained"`` (the levels a
+    clip-floor network was trained with, layer by layer: lossless), or ``"auto"``: the windows
     with the fewest total timesteps whose accuracy on ``holdout`` (images, labels; default: the calibration
     images labelled by the ANN) stays within ``max_drop`` points of the ANN's (``converter.allocate``).
     """
@@ -317,8 +318,8 @@ def convert(
             f"calibration images must be a non-empty (N, C, H, W) batch, got "
             f"{tuple(calibration_images.shape)}"
         )
-    if not (T == "auto" or isinstance(T, (int, dict))) or isinstance(T, bool):
-        raise ValueError(f"T must be a number of steps, per-layer windows or 'auto', got {T!r}")
+    if not (T in ("auto", "trained") or isinstance(T, (int, dict))) or isinstance(T, bool):
+        raise ValueError(f"T must be a number of steps, per-layer windows, 'trained' or 'auto', got {T!r}")
     if T == "auto" and not (max_T >= 1 and max_drop >= 0):
         raise ValueError(f"T='auto' needs max_T >= 1 and max_drop >= 0, got {max_T} and {max_drop}")
     images = calibration_images.detach().float()
@@ -350,6 +351,11 @@ def convert(
             corrections=corrections,
         )
 
+    if T == "trained":
+        untrained = [p.name for p in graph.populations if p.kind in ("input", "neuron") and not p.quantised]
+        if untrained:
+            raise ValueError(f"T='trained' needs a clip-floor trained network; {untrained} are not quantised")
+        T = {p.name: int(p.quantised[0]) for p in graph.populations if p.kind in ("input", "neuron")}
     if T != "auto":
         return calibrated(check_windows(graph, uniform(graph, T) if isinstance(T, int) else T))
     # 3. allocate: per-layer windows within the accuracy budget, recalibrated at each uniform T tried

@@ -49,11 +49,14 @@ def load_trained(path: str | Path, model_name: str | None = None, num_classes: i
     if name is None:
         raise TrainedModelError(f"{weights}: say which zoo model these weights belong to (--model)")
     classes = info.get("classes") or [str(i) for i in range(num_classes or 10)]
-    clip = (info.get("clip_floor") or {}).get("T")
+    clip_info = info.get("clip_floor") or {}
+    clip = clip_info.get("T")
     try:
         model = build_model(name, num_classes or info.get("num_classes") or len(classes))
         if clip:
-            model = clip_floor_model(model, clip, (info.get("clip_floor") or {}).get("shift", 0.5))
+            model = clip_floor_model(
+                model, clip, clip_info.get("shift", 0.5), input_T=clip_info.get("input_T")
+            )
         model.load_state_dict(load_file(str(weights)))
     except (SafetensorError, OSError) as e:
         raise TrainedModelError(f"{weights}: cannot read weights ({e})") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from converter import load
 from converter.cli import main
@@ -196,7 +197,7 @@ def test_lossless_option_end_to_end(run_dir, tmp_path, capsys):
     init = str(run_dir / "model.safetensors")
     extra = ["--init", init, "--clip-floor", "4", "--lr", "0.01", "--warmup-epochs", "0"]
     assert _train(cf, *extra) == 0
-    assert json.loads((cf / "model.json").read_text())["clip_floor"] == {"T": 4, "shift": 0.5}
+    assert json.loads((cf / "model.json").read_text())["clip_floor"] == {"T": 4, "shift": 0.5, "input_T": 4}
     capsys.readouterr()
     assert (
         main(
@@ -208,3 +209,25 @@ def test_lossless_option_end_to_end(run_dir, tmp_path, capsys):
     assert report["tsc"]["accuracy"] == report["ann"]["accuracy"]
     net = load(tmp_path / "ck")
     assert all(r["method"] == "trained clip-floor" for r in net.calibration["layers"].values())
+
+
+def test_low_T_training_with_its_own_input_window_converts_at_the_trained_windows(run_dir, tmp_path, capsys):
+    """--clip-floor 2 --clip-floor-input 8, then --T trained: input window 8, every layer 2, lossless."""
+    cf = tmp_path / "cf2"
+    extra = ["--init", str(run_dir / "model.safetensors"), "--clip-floor", "2", "--clip-floor-input", "8"]
+    assert _train(cf, *extra, "--lr", "0.01", "--warmup-epochs", "0") == 0
+    capsys.readouterr()
+    argv = f"convert --run {cf} --data {DATA} --T trained --out {tmp_path / 'ck'} --json"
+    assert main(argv.split()) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tsc"]["accuracy"] == report["ann"]["accuracy"]
+    net = load(tmp_path / "ck")
+    assert net.windows["input"] == 8 and set(net.windows.values()) == {8, 2}
+    assert net.timesteps == 8 + 19 * 2  # input window, then 19 neuron layers on the longest path
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(net.run(x).logits, net.run(x, "ann").logits, rtol=1e-4, atol=1e-4)
+
+
+def test_train_refuses_an_input_window_without_clip_floor(tmp_path, capsys):
+    assert _train(tmp_path / "x", "--clip-floor-input", "8") == 2
+    assert "--clip-floor-input needs --clip-floor" in capsys.readouterr().err
