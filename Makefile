@@ -12,6 +12,7 @@ CACHE ?= $(HOME)/.cache/tsc-snn
 RUNS ?= $(CACHE)/runs
 export TSC_RUNS := $(RUNS)
 T ?= 4
+T_IN ?= 8
 # the shipped model's recipe (2 CPU cores: ResNet-20 ~2-6 min/epoch; DEVICE=cuda on a GPU)
 EPOCHS ?= 20
 LOSSLESS_EPOCHS ?= 2
@@ -70,19 +71,19 @@ train-resnet20: $(VENV)/.installed data
 ## lossless-resnet20: low-T training, clip-floor activation with a learnable threshold per layer at T
 lossless-resnet20: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(RUNS)/resnet20/model.safetensors \
-		--clip-floor $(T) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 --warmup-epochs 0 --device $(DEVICE) \
-		--out $(RUNS)/resnet20-cf$(T)
+		--clip-floor $(T) --clip-floor-input $(T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
+		--warmup-epochs 0 --device $(DEVICE) --out $(RUNS)/resnet20-cf$(T)-in$(T_IN)
 
 convert-resnet20: $(VENV)/.installed data
-	$(PY) -m converter convert --run $(RUNS)/resnet20-cf$(T) --data $(DATA) --T $(T) \
+	$(PY) -m converter convert --run $(RUNS)/resnet20-cf$(T)-in$(T_IN) --data $(DATA) --T trained \
 		--name resnet20-cifar10 --out models/resnet20-cifar10
 
 ## lowt-thirdparty: the third-party ResNet-20 (a measurement, never shipped) low-T trained at T
 lowt-thirdparty: $(VENV)/.installed data
 	$(PY) -m benchmarks.thirdparty_zoo $(CACHE)/thirdparty-resnet20-zoo.safetensors
 	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(CACHE)/thirdparty-resnet20-zoo.safetensors \
-		--clip-floor $(T) --epochs 4 --lr 0.02 --wd 1e-4 --warmup-epochs 0 --device $(DEVICE) \
-		--out $(RUNS)/thirdparty-cf$(T)
+		--clip-floor $(T) --clip-floor-input $(T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
+		--warmup-epochs 0 --device $(DEVICE) --out $(RUNS)/thirdparty-cf$(T)-in$(T_IN)
 
 ## train-vgg16 / convert-vgg16: the paper's main network (~3 s/epoch on an H200, ~10 min/epoch on CPU)
 train-vgg16: $(VENV)/.installed data

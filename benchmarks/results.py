@@ -58,9 +58,10 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
     ),
     (
         "thirdparty-resnet20-cf4",
-        "Third-party ResNet-20 after low-T training here: clip-floor T=4, learnable thresholds, 4 epochs",
+        "Third-party ResNet-20 after low-T training here: clip-floor T=4 (input 8), learnable thresholds, "
+        "2 epochs",
         "resnet20",
-        ["--run", str(RUNS / "thirdparty-cf4"), "--T", "4", "--methods", "max"],
+        ["--run", str(RUNS / "thirdparty-cf4-in8"), "--T", "trained", "--methods", "max"],
     ),
     (
         "resnet20",
@@ -70,9 +71,9 @@ MEASUREMENTS: list[tuple[str, str, str, list[str]]] = [
     ),
     (
         "resnet20-cf4",
-        "ResNet-20 trained here, clip-floor fine-tuned for T=4 (the embedded default model)",
+        "ResNet-20 trained here, low-T trained: clip-floor T=4 (input 8), 2 epochs (the default model)",
         "resnet20",
-        ["--run", str(RUNS / "resnet20-cf4"), "--T", "4", "--methods", "max"],
+        ["--run", str(RUNS / "resnet20-cf4-in8"), "--T", "trained", "--methods", "max"],
     ),
 ]
 # earlier, on the JPEG copy (about 10 points below the original for the same model): stem and title
