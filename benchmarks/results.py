@@ -362,6 +362,15 @@ def _levers(reports: dict[str, dict[str, Any]]) -> list[str]:
                 f"| `{stem}` | {method} | {_windows(r)} | {t['timesteps']} | {_pct(t['accuracy'])} "
                 f"| {_pct(report['ann']['accuracy'])} | {_num(t['synaptic_additions'])} |"
             )
+        searches = [
+            f"`{stem}`: budget {r['allocation']['max_drop_points']:g} point(s), "
+            f"{r['allocation']['seconds'] / 60:.1f} min on 2 CPU cores, "
+            f"{r['allocation']['holdout_images']} held-out training images (ANN "
+            f"{_pct(r['allocation']['ann_accuracy'])}% there, TSC {_pct(r['allocation']['accuracy'])}%), "
+            f"{'within' if r['allocation']['within_budget'] else 'NOT within'} the budget"
+            for stem, _, r in rows
+            if "allocation" in r
+        ]
         rate = [(stem, q) for stem, report, _ in rows for q in report.get("rate", [])]
         seen = set()
         for stem, q in rate:
@@ -374,6 +383,9 @@ def _levers(reports: dict[str, dict[str, Any]]) -> list[str]:
                 f"| {_pct(q['accuracy'])} | - | {_num(q['synaptic_additions'])} |"
             )
         lines.append("")
+        if searches:
+            lines += ["Allocation searches (cost measured in the same run):", ""]
+            lines += [f"- {line}" for line in searches] + [""]
     return lines
 
 
