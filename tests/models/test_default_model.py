@@ -15,9 +15,9 @@ DEFAULT = Path(__file__).resolve().parents[2] / "models" / "resnet20-cifar10"
 # the original CIFAR-10 pixels (repacked official binary layout): the reference test set
 ARCHIVE = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-# Least test accuracy the manifest may record. The shipped model was trained and measured on the lossy
-# JPEG copy (87.27%); raise this to 0.90 when the model trained on the lossless archive replaces it.
-MANIFEST_MIN_ACCURACY = 0.85
+# Least test accuracy the manifest may record, measured on the original test set (88.56% TSC, 88.63% ANN;
+# the model was trained on the JPEG copy, and the low-T models trained on the original did not beat it yet).
+MANIFEST_MIN_ACCURACY = 0.88
 # Least accuracy on the first 50 lossless test images of each class (the JPEG-trained model: 91.8%).
 REAL_IMAGES_MIN_ACCURACY = 0.88
 
@@ -39,12 +39,15 @@ def _test_images(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_manifest_describes_a_cifar10_model(net):
     assert net.labels == CLASSES
-    assert net.T == 16 and net.timesteps == net.graph.depth * 16
+    # low-T trained: every layer's window is the number of levels it was trained with
+    trained = {p.name: p.quantised[0] for p in net.graph.populations if p.kind in ("input", "neuron")}
+    assert net.windows == trained and net.timesteps == net.schedule.total
     acc = net.accuracy
-    assert acc["images"] == 10_000
+    assert acc["images"] == 10_000 and "cifar10-binary-lossless" in acc["dataset"]
     # the lossless (clip-floor) model: the SNN's measured accuracy equals the trained ANN's
-    assert abs(acc["tsc"]["16"] - acc["ann"]) <= 0.001
-    assert acc["tsc"]["16"] >= MANIFEST_MIN_ACCURACY
+    (tsc,) = acc["tsc"].values()
+    assert abs(tsc - acc["ann"]) <= 0.001
+    assert tsc >= MANIFEST_MIN_ACCURACY
 
 
 def test_classifies_real_cifar10_images_like_the_trained_ann(net):
