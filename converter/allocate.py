@@ -129,6 +129,7 @@ def allocate_windows(
     start = time.perf_counter()
     hold = _Holdout(images, labels, batch_size)
     levels = sorted({v for v in LEVELS if v < max_T} | {max_T})
+    tried: dict[int, tuple[SpikingNetwork, float]] = {}  # uniform level -> (calibrated net, accuracy)
     best, accuracy, budget = None, 0.0, 0.0
     lo, hi = 0, len(levels) - 1  # bisection for the smallest uniform level within the budget
     while lo <= hi:
@@ -138,14 +139,14 @@ def allocate_windows(
             hold.reference(candidate)
             budget = hold.ann_accuracy - max_drop / 100
         acc = hold.accuracy(candidate, f"uniform T={levels[mid]}")
+        tried[levels[mid]] = (candidate, acc)
         if acc >= budget:
             best, accuracy, hi = candidate, acc, mid - 1
         else:
             lo = mid + 1
     reached = best is not None
-    if best is None:
-        best = calibrated(uniform(graph, levels[-1]))
-        accuracy = hold.accuracy(best, f"uniform T={levels[-1]} (budget not reached)")
+    if best is None:  # every level failed, the largest included: it is the answer, already measured
+        best, accuracy = tried[levels[-1]]
     else:
         for n in range(PASSES):
             chain = _chain(best, hold)
@@ -161,10 +162,11 @@ def allocate_windows(
             if found is None:
                 break
             best, accuracy = found
-        final = calibrated(best.windows)
-        acc = hold.accuracy(final, "recalibrated at the chosen windows")
-        if acc >= min(accuracy, budget):
-            best, accuracy = final, acc
+        if len(set(best.windows.values())) > 1:  # uniform windows were calibrated for themselves already
+            final = calibrated(best.windows)
+            acc = hold.accuracy(final, "recalibrated at the chosen windows")
+            if acc >= min(accuracy, budget):
+                best, accuracy = final, acc
     report = {
         "max_drop_points": max_drop,
         "max_T": max_T,

@@ -132,7 +132,6 @@ def run_sweep(args: argparse.Namespace) -> int:
             if first:
                 report["ann"], report["rate"] = r.pop("ann"), r.pop("rate", [])
             r["seconds"] = round(time.time() - started, 1)
-            r["windows"] = net.windows
             if "allocation" in net.calibration:
                 r["allocation"] = {
                     k: v for k, v in net.calibration["allocation"].items() if k != "evaluations"

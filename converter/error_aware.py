@@ -24,7 +24,7 @@ from torch import Tensor
 
 from converter.calibrate import Calibration, choose
 from converter.engines import ann
-from converter.engines.common import durations, lam_view, switch_pool
+from converter.engines.common import dequantised, lam_view, switch_pool
 from converter.graph import Graph, Population
 from converter.ops import run_chain
 
@@ -32,11 +32,6 @@ GRID = 24
 SAMPLES = 100_000
 PERCENTILES = (99.0, 99.9, 99.99, 100.0)
 OBJECTIVE_IMAGES = 256
-
-
-def _quantise(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
-    """Dequantised TSC value of pre-activation ``z``: ``lam * d / T``."""
-    return durations(z, lam, T, shift) * (lam_view(lam, z.dim()) / T)
 
 
 def _channel_mean(v: Tensor) -> Tensor:
@@ -100,7 +95,7 @@ def _candidates(
 
 def _exact(p: Population, z: Tensor, lam: Tensor | None) -> Tensor:
     """The ANN's activation: ReLU, or the clip-floor it was trained with."""
-    return _quantise(z, lam, *p.quantised) if lam is not None and p.quantised else z.relu()
+    return dequantised(z, lam, *p.quantised) if lam is not None and p.quantised else z.relu()
 
 
 def calibrate_error_aware(
@@ -120,8 +115,10 @@ def calibrate_error_aware(
     n = min(OBJECTIVE_IMAGES, x.shape[0])
     reference = ann.forward(graph, x[:n], lams=fixed)
     trained_input = graph.populations[0].quantised  # the ANN as trained saw quantised pixels
-    exact: dict[str, Tensor] = {"input": _quantise(x, torch.ones(()), *trained_input) if trained_input else x}
-    quant: dict[str, Tensor] = {"input": _quantise(x, torch.ones(()), windows["input"], shift)}
+    exact: dict[str, Tensor] = {
+        "input": dequantised(x, torch.ones(()), *trained_input) if trained_input else x
+    }
+    quant: dict[str, Tensor] = {"input": dequantised(x, torch.ones(()), windows["input"], shift)}
     lams: dict[str, Tensor] = {}
     corrections: dict[str, Tensor] = {}
     report: dict[str, dict] = {}
@@ -149,12 +146,12 @@ def calibrate_error_aware(
                 candidates = _candidates(exact[p.name], zq, T, shift, per_channel, gen)
                 errors = []
                 for lam in candidates:
-                    acts = {k: v[:n] for k, v in quant.items()} | {p.name: _quantise(zq[:n], lam, T, shift)}
+                    acts = {k: v[:n] for k, v in quant.items()} | {p.name: dequantised(zq[:n], lam, T, shift)}
                     logits = ann.forward(graph, acts["input"], lams=fixed, given=acts)
                     errors.append(float((logits - reference).pow(2).mean()))
                 lam = candidates[min(range(len(errors)), key=errors.__getitem__)]
             lams[p.name] = lam
-            quant[p.name] = _quantise(zq, lam, T, shift)
+            quant[p.name] = dequantised(zq, lam, T, shift)
             err = (exact[p.name] - quant[p.name]).pow(2).mean() / exact[p.name].pow(2).mean().clamp_min(1e-12)
             positive = exact[p.name][exact[p.name] > 0]
             above = exact[p.name] > lam_view(lam, exact[p.name].dim())

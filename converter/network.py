@@ -334,22 +334,34 @@ def convert(
         **(provenance or {}),
     }
 
+    made: list[SpikingNetwork] = []  # the first network; later calibrations share its fan-outs and counts
+
     def calibrated(windows: dict[str, int]) -> SpikingNetwork:
         # 2. calibrate: a threshold (and bias correction) per neuron layer for these windows
         lams, corrections, report = _calibrate(graph, images, fixed, cal, windows, shift, batch_size)
-        return SpikingNetwork(
-            graph,
-            lams,
-            windows,
-            shift,
-            name=name or type(model).__name__.lower(),
-            version=version,
-            labels=labels or [str(i) for i in range(graph.output.size)],
-            input_spec=InputSpec(*images.shape[1:]),
-            calibration={"method": cal.describe(), "images": images.shape[0], "layers": report},
-            provenance=described,
-            corrections=corrections,
+        calibration = {"method": cal.describe(), "images": images.shape[0], "layers": report}
+        if made:
+            return (
+                made[0]
+                .with_windows(windows)
+                ._copy(lams=lams, corrections=corrections, calibration=calibration)
+            )
+        made.append(
+            SpikingNetwork(
+                graph,
+                lams,
+                windows,
+                shift,
+                name=name or type(model).__name__.lower(),
+                version=version,
+                labels=labels or [str(i) for i in range(graph.output.size)],
+                input_spec=InputSpec(*images.shape[1:]),
+                calibration=calibration,
+                provenance=described,
+                corrections=corrections,
+            )
         )
+        return made[0]
 
     if T == "trained":
         untrained = [p.name for p in graph.populations if p.kind in ("input", "neuron") and not p.quantised]

@@ -8,19 +8,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import durations, lam_view, switch_pool
+from converter.engines.common import dequantised, switch_pool
 from converter.ops import run_chain
 from converter.results import RunResult
 
 if TYPE_CHECKING:
     from converter.graph import Graph
     from converter.network import SpikingNetwork
-
-
-def _trained(z: Tensor, lam: Tensor, levels: list) -> Tensor:
-    """A trained clip-floor activation: ``lam * clip(floor(T z / lam + s), 0, T) / T``."""
-    T, shift = levels
-    return durations(z, lam, T, shift) * (lam_view(lam, z.dim()) / T)
 
 
 def forward(
@@ -41,7 +35,7 @@ def forward(
             continue
         if p.kind == "input":
             one = torch.ones((), dtype=x.dtype)
-            act[p.name] = _trained(x, one, p.quantised) if lams is not None and p.quantised else x
+            act[p.name] = dequantised(x, one, *p.quantised) if lams is not None and p.quantised else x
             continue
         if p.kind == "switch":
             act[p.name] = switch_pool(act[p.source], p.pool)
@@ -50,7 +44,7 @@ def forward(
         if p.kind == "output":
             return z
         trained = lams is not None and p.quantised
-        act[p.name] = _trained(z, lams[p.name], p.quantised) if trained else torch.relu(z)
+        act[p.name] = dequantised(z, lams[p.name], *p.quantised) if trained else torch.relu(z)
         if on_neuron is not None:
             on_neuron(p.name, act[p.name])
     raise ValueError("graph has no output population")

@@ -33,6 +33,11 @@ def durations(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
     return torch.clamp(level_floor(z * (T / lam_view(lam, z.dim())) + shift), 0, T)
 
 
+def dequantised(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
+    """The value a TSC code stands for, ``lam * d / T``: the clip-and-quantise map of spec section 3."""
+    return durations(z, lam, T, shift) * (lam_view(lam, z.dim()) / T)
+
+
 def switch_pool(x: Tensor, pool: dict[str, Any]) -> Tensor:
     """Max pooling with a switch's parameters."""
     return F.max_pool2d(
