@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from converter import convert
-from converter.models import build_model
+from converter.training.models import build_model
 
 
 def _model() -> tuple[torch.nn.Module, str]:

@@ -37,7 +37,7 @@ def model_dir(args: argparse.Namespace, scratch: Path) -> Path:
     if args.model_dir is not None:
         return args.model_dir
     from converter import convert
-    from converter.models import build_model, input_size
+    from converter.training.models import build_model, input_size
 
     torch.manual_seed(0)
     name = f"{args.arch}-untrained"

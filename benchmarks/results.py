@@ -114,7 +114,7 @@ def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> di
     The image is the first test image the model classifies correctly.
     """
     from converter import load
-    from converter.datasets import open_dataset, to_float
+    from converter.training.datasets import open_dataset, to_float
 
     net = load(checkpoint)
     test = open_dataset(data, "test", cache_dir=".cache/datasets")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from converter.models import build_model
+from converter.training.models import build_model
 from tests.converter.thirdparty import load_resnet20
 
 RENAMES = {"mean": "normalize.mean", "std": "normalize.std"}

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from converter.engines import ann
-from converter.engines.common import level_floor
 from converter.graph import Graph
+from converter.quantise import levels
 
 METHODS = ("max", "percentile", "search", "error-aware")
 SAMPLES_PER_LAYER = 4_000_000
@@ -71,7 +71,7 @@ class _Samples:
 
 def _quant_error(a: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
     """Summed squared clip-and-quantise error of activations ``a`` [..., k] at thresholds ``lam``."""
-    q = torch.clamp(level_floor(a * (T / lam) + shift), 0, T) * (lam / T)
+    q = levels(a, T / lam, T, shift) * (lam / T)
     return ((a - q) ** 2).sum(-1)
 
 

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from converter.calibrate import Calibration, choose
 from converter.engines import ann
-from converter.engines.common import dequantised, lam_view, switch_pool
 from converter.graph import Graph, Population
 from converter.ops import run_chain
+from converter.quantise import dequantised, lam_view, levels
 
 GRID = 24
 SAMPLES = 100_000
@@ -42,7 +42,7 @@ def _channel_mean(v: Tensor) -> Tensor:
 def _errors(target: Tensor, z: Tensor, grid: Tensor, T: int, shift: float) -> Tensor:
     """Squared error of ``z`` quantised at each threshold of ``grid`` against ``target``."""
     lam = grid.view(-1, 1)
-    q = torch.clamp(torch.floor(z * (T / lam) + shift), 0, T) * (lam / T)
+    q = levels(z, T / lam, T, shift) * (lam / T)
     return ((target - q) ** 2).sum(1)
 
 
@@ -127,8 +127,8 @@ def calibrate_error_aware(
             if p.kind == "input":
                 continue
             if p.kind == "switch":
-                exact[p.name] = switch_pool(exact[p.source], p.pool)
-                quant[p.name] = switch_pool(quant[p.source], p.pool)
+                exact[p.name] = p.pool(exact[p.source])
+                quant[p.name] = p.pool(quant[p.source])
                 continue
             z = sum(run_chain(t.ops, exact[t.source]) for t in p.terms)
             zq = sum(run_chain(t.ops, quant[t.source]) for t in p.terms)

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from converter.datasets import to_float
 from converter.network import SpikingNetwork
 from converter.results import RunResult
+from converter.training.datasets import to_float
 
 
 def _batches(images: Tensor, labels: Tensor, batch_size: int, desc: str) -> Iterator[tuple[Tensor, Tensor]]:

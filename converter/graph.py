@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
-from converter.ops import Op, op_from_spec, run_chain
+from converter.ops import MaxPool, Op, op_from_spec, run_chain
 
-KINDS = ("input", "neuron", "switch", "output")
+Kind = Literal["input", "neuron", "switch", "output"]
+KINDS: tuple[str, ...] = get_args(Kind)
+
+
+class Quantised(NamedTuple):
+    """How the trained ANN itself clip-floor quantised an activation: ``T`` levels and the shift."""
+
+    T: int
+    shift: float
 
 
 @dataclass
@@ -32,16 +40,14 @@ class Population:
     """A group of neurons (or pixels, or switches) that share a speaking window."""
 
     name: str
-    kind: str
+    kind: Kind
     shape: tuple[int, ...] = ()  # per image
     terms: list[Term] = field(default_factory=list)  # neuron / output
     source: str | None = None  # switch: the population it pools
-    pool: dict[str, Any] = field(default_factory=dict)  # switch: max-pool parameters
+    pool: MaxPool | None = None  # switch: its max pooling
     origin: str = ""  # where it came from in the traced model (module path or node)
     window: int = 0  # the window it speaks in (output: the window it integrates in)
-    quantised: list | None = (
-        None  # [T, shift] when the trained ANN itself clip-floor quantised this activation
-    )
+    quantised: Quantised | None = None  # set when the trained ANN itself clip-floor quantised it
 
     @property
     def size(self) -> int:
@@ -121,7 +127,7 @@ class Graph:
                     "shape": list(p.shape),
                     "terms": terms,
                     "source": p.source,
-                    "pool": p.pool,
+                    "pool": p.pool.params() if p.pool else {},
                     "origin": p.origin,
                     "quantised": p.quantised,
                 }
@@ -152,9 +158,9 @@ class Graph:
                     tuple(p["shape"]),
                     terms,
                     p["source"],
-                    p["pool"],
+                    MaxPool(**p["pool"]) if p["pool"] else None,
                     p.get("origin", ""),
-                    quantised=p.get("quantised"),
+                    quantised=Quantised(*p["quantised"]) if p.get("quantised") else None,
                 )
             )
         return cls(pops)

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import converter.clipfloor  # noqa: F401  (registers the clip-floor conversion rules)
 from converter.allocate import allocate_windows
 from converter.calibrate import Calibration, calibrate
 from converter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

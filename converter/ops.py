@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -236,3 +236,27 @@ def run_structure(ops: list[Op], x: Tensor) -> Tensor:
     for op in ops:
         x = op.structure(x)
     return x
+
+
+class MaxPool(NamedTuple):
+    """A switch's max pooling (spec section 5): the one operation that is not affine, so not an ``Op``."""
+
+    kernel_size: list[int]
+    stride: list[int]
+    padding: list[int]
+    dilation: list[int]
+    ceil_mode: bool
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Max over each pooling window of ``x``."""
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def argmax(self, x: Tensor) -> Tensor:
+        """Flat index, within each channel of ``x``, of every window's maximum."""
+        return F.max_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
+        )[1]
+
+    def params(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (``MaxPool(**params)`` rebuilds it)."""
+        return self._asdict()

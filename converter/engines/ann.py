@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import dequantised, switch_pool
 from converter.ops import run_chain
+from converter.quantise import dequantised
 from converter.results import RunResult
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def forward(
             act[p.name] = dequantised(x, one, *p.quantised) if lams is not None and p.quantised else x
             continue
         if p.kind == "switch":
-            act[p.name] = switch_pool(act[p.source], p.pool)
+            act[p.name] = p.pool(act[p.source])
             continue
         z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
         if p.kind == "output":

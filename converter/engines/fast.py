@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import level_floor, level_tolerance, switch_pool
 from converter.fold import append_affine
 from converter.ops import AdaptiveAvgPool2d, AvgPool2d, ChannelAffine, Conv2d, Linear, Op, run_chain
+from converter.quantise import level_tolerance, levels
 from converter.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Plan:
     """Synapse paths with the spec's normalised weights: durations in, ``T_l * z / lam + shift`` out.
 
     The input factor ``lam_src / T_src`` and the output factor ``T_l / lam`` (and, on one path, the shift plus
-    the level tolerance that decides exact boundaries upwards, see ``level_floor``) are
+    the level tolerance that decides exact boundaries upwards, see ``converter.quantise.level_floor``) are
     folded into the first and last weight op of each path, so a layer costs one conv plus floor and clip.
     """
 
@@ -137,9 +137,9 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             break
         T = net.window(p.name)
         if p.kind == "input":
-            d[p.name] = torch.clamp(level_floor(images.to(net.dtype).contiguous() * T + s), 0, T)
+            d[p.name] = levels(images.to(net.dtype).contiguous(), T, T, s)
         elif p.kind == "switch":
-            d[p.name] = switch_pool(d[p.source], p.pool)
+            d[p.name] = p.pool(d[p.source])
         else:
             d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])

@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from converter.engines.common import lam_view, switch_pool
-from converter.ops import run_chain
+from converter.ops import MaxPool, run_chain
+from converter.quantise import lam_view
 from converter.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def run(net: SpikingNetwork, images: Tensor, steps: list[int], v0: float = 0.0) 
         signal: dict[str, Tensor] = {"input": x}
         for p in g.populations:
             if p.kind == "switch" and p.source == "input":  # analog pixels: plain max pooling, no spikes
-                signal[p.name] = switch_pool(x, p.pool)
+                signal[p.name] = p.pool(x)
                 continue
             if p.kind == "switch":
                 signal[p.name] = _gate(signal[p.source], counts[p.source], p.pool)
@@ -81,17 +80,9 @@ def _constant_input(net: SpikingNetwork, p: Population, x: Tensor) -> Tensor:
     return const
 
 
-def _gate(signal: Tensor, counts: Tensor, pool: dict) -> Tensor:
+def _gate(signal: Tensor, counts: Tensor, pool: MaxPool) -> Tensor:
     """Max-rate gating: each switch passes the signal of the input with the most spikes so far."""
-    _, idx = F.max_pool2d(
-        counts,
-        pool["kernel_size"],
-        pool["stride"],
-        pool["padding"],
-        pool["dilation"],
-        pool["ceil_mode"],
-        return_indices=True,
-    )
+    idx = pool.argmax(counts)
     return signal.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from converter.engines.common import lam_view, level_floor, level_tolerance, switch_pool
 from converter.ops import run_chain
+from converter.quantise import lam_view, level_tolerance, levels
 from converter.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             gain[p.name] = torch.ones((), dtype=dtype)
             drive[p.name] = bias / sched.span[p.name]
     T_in = net.window("input")
-    d_input = torch.clamp(level_floor(x * T_in + net.shift), 0, T_in)
+    d_input = levels(x, T_in, T_in, net.shift)
     delayed = {t.source for p in g.populations for t in p.terms if sched.delay(t, p) > 0}
     for step in range(sched.total + 1):
         events = {
@@ -128,7 +128,7 @@ def _emit(u: _Unit, step: int, sched: Schedule, d_input: Tensor, units: dict[str
             on = (u.V + level_tolerance(u.V.dtype) >= 0) & (u.on_step < 0)
             u.V += 1.0  # the speaking window's ramp: V += theta every step
         else:  # switch: on as soon as any input is on (the earliest on-spike wins the max)
-            on = switch_pool(units[p.source].active.to(ev.dtype), p.pool).bool() & ~u.active
+            on = p.pool(units[p.source].active.to(ev.dtype)).bool() & ~u.active
         u.on_step[on] = step
         u.active |= on
         ev += on.to(ev.dtype)

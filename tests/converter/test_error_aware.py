@@ -59,7 +59,7 @@ def test_corrections_are_identical_in_fast_and_stepped_and_survive_a_checkpoint(
 
 def test_a_clip_floor_trained_net_stays_lossless():
     """Trained thresholds are kept and the corrections vanish: the SNN is exactly the network as trained."""
-    from converter.clipfloor import clip_floor_init
+    from converter.training.clipfloor import clip_floor_init
 
     x = images(64, seed=1)
     trained = clip_floor_init(make_net(NetConfig(4, pool="max"), 1), x, T=4)

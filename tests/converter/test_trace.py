@@ -155,3 +155,28 @@ def test_max_pool_before_relu_becomes_neurons_then_switch():
     net = convert(m, x, T=16)
     assert [p.kind for p in net.graph.populations] == ["input", "neuron", "switch", "output"]
     torch.testing.assert_close(net.run(x, "ann").logits, m(x), rtol=1e-5, atol=1e-5)
+
+
+class BNReLU(nn.BatchNorm2d):
+    """A BatchNorm that applies an activation in its own forward (as fused BN+act modules do)."""
+
+    def forward(self, x):
+        return F.relu(super().forward(x))
+
+
+class PlainReLU(nn.ReLU):
+    """A ReLU subclass that keeps ReLU's forward."""
+
+
+def test_subclass_that_overrides_forward_is_refused_not_converted_as_its_base():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BNReLU(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    with pytest.raises(ConversionError, match=r"BNReLU subclasses BatchNorm2d but overrides forward"):
+        convert(model, torch.rand(2, 3, 8, 8))
+
+
+def test_subclass_that_keeps_forward_converts_like_its_base():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), PlainReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    assert [p.name for p in net.graph.neurons] == ["_1"]
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))

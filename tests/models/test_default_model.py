@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from converter import load
-from converter.datasets import open_dataset, to_float
+from converter.training.datasets import open_dataset, to_float
 from tests.converter.thirdparty import SHARED
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "resnet20-cifar10"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from converter.checkpoint import CheckpointError
 from converter.cli import CommandError
-from converter.cli_common import (
+from converter.cli.common import (
     add_conversion_args,
     add_data_args,
     add_report_args,

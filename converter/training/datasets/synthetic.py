@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from converter.datasets.base import DatasetError, ImageDataset
+from converter.training.datasets.base import DatasetError, ImageDataset
 
 _SPLIT_OFFSETS = {"train": 1, "test": 2}
 

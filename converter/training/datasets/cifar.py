@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from converter.datasets.base import DatasetError, ImageDataset
+from converter.training.datasets.base import DatasetError, ImageDataset
 
 URL_BASE = "https://www.cs.toronto.edu/~kriz/"
 _RECORD_PIXELS = 3 * 32 * 32

@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from converter.cli import CommandError
-from converter.cli_common import number
-from converter.clipfloor import clip_floor_init
-from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
-from converter.models import MODEL_NAMES, build_model, input_size
-from converter.train import SCHEDULES, ResumeError, save_safetensors, train
+from converter.cli.common import number
+from converter.training.clipfloor import clip_floor_init
+from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
+from converter.training.models import MODEL_NAMES, build_model, input_size
+from converter.training.train import SCHEDULES, ResumeError, save_safetensors, train
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
 

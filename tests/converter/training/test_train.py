@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from converter.cli import main
-from converter.datasets import ImageDataset, synthetic_dataset
-from converter.models import Normalize
-from converter.train import ResumeError, cpu_threads, evaluate_accuracy, lr_at, train
+from converter.training.datasets import ImageDataset, synthetic_dataset
+from converter.training.models import Normalize
+from converter.training.train import ResumeError, cpu_threads, evaluate_accuracy, lr_at, train
 
 SPEC = "synthetic:classes=4,n=48,size=32,test_n=16"
 

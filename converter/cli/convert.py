@@ -7,7 +7,7 @@ from pathlib import Path
 
 from converter.calibrate import METHODS
 from converter.cli import CommandError
-from converter.cli_common import (
+from converter.cli.common import (
     add_conversion_args,
     add_data_args,
     add_report_args,

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from converter.datasets import (
+from converter.training.datasets import (
     DatasetError,
     ImageDataset,
     center_crop,
@@ -32,8 +32,8 @@ from converter.datasets import (
     synthetic_dataset,
     to_float,
 )
-from converter.datasets import cifar as cifar_module
-from converter.datasets import imagefolder as imagefolder_module
+from converter.training.datasets import cifar as cifar_module
+from converter.training.datasets import imagefolder as imagefolder_module
 from tests.converter.thirdparty import SHARED
 
 LOSSLESS = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"

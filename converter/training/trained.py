@@ -10,8 +10,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from converter.clipfloor import clip_floor_model
-from converter.models import build_model
+from converter.training.clipfloor import clip_floor_model
+from converter.training.models import build_model
 
 
 class TrainedModelError(ValueError):

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from converter.calibrate import METHODS
 from converter.cli import CommandError
-from converter.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
-from converter.trained import Trained, TrainedModelError, load_trained
+from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
+from converter.training.trained import Trained, TrainedModelError, load_trained
 
 
 def number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], int | float]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.datasets.base import DatasetError, ImageDataset
-from converter.datasets.cifar import LAYOUTS, download_cifar, load_cifar
-from converter.datasets.imagefolder import load_image_folder
-from converter.datasets.synthetic import synthetic_dataset
+from converter.training.datasets.base import DatasetError, ImageDataset
+from converter.training.datasets.cifar import LAYOUTS, download_cifar, load_cifar
+from converter.training.datasets.imagefolder import load_image_folder
+from converter.training.datasets.synthetic import synthetic_dataset
 
 SPLITS = ("train", "test")
 _KINDS = ("imagefolder", "cifar10", "cifar100", "cifar10-download", "cifar100-download", "synthetic")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from tqdm import tqdm
 
-from converter.datasets import ImageDataset, random_crop, random_flip, to_float
+from converter.training.datasets import ImageDataset, random_crop, random_flip, to_float
 
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT_FORMAT = "tsc-snn-train/1"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from converter import convert
-from converter.models import build_model, input_size
+from converter.training.models import build_model, input_size
 from tests.converter.nets import randomise_batchnorm
 
 # (name, weight layers on the longest path, max-pool switches, input side used here)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from converter.datasets.base import DatasetError, ImageDataset
+from converter.training.datasets.base import DatasetError, ImageDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CROP_FRACTION = 0.875  # resize to size / 0.875 (256 for 224), then centre-crop size

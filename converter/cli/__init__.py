@@ -9,10 +9,10 @@ from typing import NoReturn
 
 # "module:function" entries: each ``add_<name>_parser(subparsers)`` sets ``func`` on its parser.
 SUBCOMMANDS: tuple[str, ...] = (
-    "converter.cli_train:add_train_parser",
-    "converter.cli_convert:add_convert_parser",
-    "converter.cli_evaluate:add_evaluate_parser",
-    "converter.cli_evaluate:add_sweep_parser",
+    "converter.cli.train:add_train_parser",
+    "converter.cli.convert:add_convert_parser",
+    "converter.cli.evaluate:add_evaluate_parser",
+    "converter.cli.evaluate:add_sweep_parser",
 )
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from converter.models.normalize import Normalize
-from converter.models.resnet import resnet20, resnet34
-from converter.models.vgg import vgg16, vgg16_imagenet
+from converter.training.models.normalize import Normalize
+from converter.training.models.resnet import resnet20, resnet34
+from converter.training.models.vgg import vgg16, vgg16_imagenet
 
 _ZOO: dict[str, tuple[Callable[[int], nn.Module], tuple[int, int, int]]] = {
     "resnet20": (resnet20, (3, 32, 32)),

@@ -11,8 +11,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from converter.models import MODEL_NAMES, Normalize, build_model, input_size
-from converter.models.resnet import PadShortcut
+from converter.training.models import MODEL_NAMES, Normalize, build_model, input_size
+from converter.training.models.resnet import PadShortcut
 
 CLASSES = {"resnet20": 10, "vgg16": 10, "vgg16-imagenet": 1000, "resnet34": 1000}
 PARAMS = {"resnet20": 269_722, "vgg16": 14_724_042, "vgg16-imagenet": 138_365_992, "resnet34": 21_797_672}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from converter import convert
-from converter.clipfloor import ClipFloor, clip_floor_model
+from converter.quantise import ClipFloor
+from converter.training.clipfloor import clip_floor_model
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -56,3 +57,17 @@ def test_lossless_training_gives_equal_argmax():
     snn = net.run(test).logits
     assert torch.equal(snn.argmax(1), ann.argmax(1))
     torch.testing.assert_close(snn, ann, rtol=1e-4, atol=1e-4)
+
+
+def test_relu_subclass_is_clip_floored_like_relu():
+    """One matcher decides what a ReLU is, for conversion and for clip-floor training alike."""
+
+    class MyReLU(torch.nn.ReLU):
+        pass
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), MyReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2)
+    )
+    rewritten = clip_floor_model(model.eval(), T=4)
+    kinds = [type(m).__name__ for m in rewritten.modules()]
+    assert "MyReLU" not in kinds and kinds.count("ClipFloor") == 1

@@ -8,69 +8,12 @@ threshold, so the SNN computes exactly what the trained network computes.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from converter.calibrate import Calibration, calibrate
-from converter.engines.common import lam_view, level_floor
-from converter.trace import Builder, Pop, Value, register_module, symbolic_trace, trace_model
+from converter.quantise import ClipFloor, InputQuant
+from converter.trace import is_relu, symbolic_trace, trace_model
 from converter.windows import uniform
-
-
-class ClipFloor(nn.Module):
-    """ReLU replaced by TSC's clip-and-quantise map, with a trainable clipping level ``lam``."""
-
-    def __init__(self, T: int, lam: float | Tensor = 1.0, shift: float = 0.5) -> None:
-        super().__init__()
-        self.T, self.shift = T, shift
-        self.lam = nn.Parameter(torch.as_tensor(lam, dtype=torch.float32).detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Quantised activation; gradient of ``floor`` passed straight through."""
-        lam = lam_view(self.lam.abs().clamp_min(1e-6), x.dim())
-        y = torch.clamp(x / lam, 0, 1)
-        q = torch.clamp(level_floor(y * self.T + self.shift), 0, self.T) / self.T
-        return (y + (q - y).detach()) * lam
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}, shift={self.shift}"
-
-
-class InputQuant(nn.Module):
-    """Pixels quantised as the TSC input layer codes them: ``clip(floor(T * x + s), 0, T) / T``."""
-
-    def __init__(self, T: int, shift: float = 0.5) -> None:
-        super().__init__()
-        self.T, self.shift = T, shift
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Quantised pixels (no gradient is needed through the input)."""
-        return torch.clamp(level_floor(x * self.T + self.shift), 0, self.T) / self.T
-
-
-@register_module(ClipFloor)
-def _clipfloor_rule(b: Builder, node: fx.Node, m: ClipFloor) -> Value:
-    return b.neuron(node, b.tensor(node), lam=m.lam.detach().abs().clamp_min(1e-6), quantised=[m.T, m.shift])
-
-
-@register_module(InputQuant)
-def _inputquant_rule(b: Builder, node: fx.Node, m: InputQuant) -> Value:
-    v = b.tensor(node)
-    if isinstance(v, Pop) and v.name == "input":  # the trained ANN saw quantised pixels
-        b.populations[0].quantised = [m.T, m.shift]
-    return v
-
-
-RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.relu_)
-
-
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return type(modules[node.target]) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in ("relu", "relu_")
 
 
 def clip_floor_model(
@@ -94,7 +37,7 @@ def clip_floor_model(
             with gm.graph.inserting_after(node):
                 q = gm.graph.call_module("tsc_input_quant", (node,))
             node.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
-        elif _is_relu(node, modules):
+        elif is_relu(node, modules):
             lam = lams.get(node.name, lams.get(f"{node.name}_pre", 1.0))
             name = f"tsc_clip_{node.name}"
             gm.add_submodule(name, ClipFloor(T, lam, shift))
@@ -103,6 +46,7 @@ def clip_floor_model(
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
 

@@ -1,0 +1,1 @@
+"""Tooling around the converter: datasets, the model zoo, training (clip-floor included)."""
