@@ -1,7 +1,8 @@
 """tsc-snn converter: trained PyTorch CNN -> Temporal-Switch-Coding spiking network."""
 
 from converter.checkpoint import CheckpointError
-from converter.network import InputSpec, SpikingNetwork, convert, load
+from converter.network import InputSpec, SpikingNetwork, load
+from converter.pipeline import convert
 from converter.results import LayerCounts, RunResult
 from converter.trace import ConversionError
 

@@ -51,11 +51,3 @@ def ann_macs(graph: Graph) -> int:
                 total += op.macs(tuple(x.shape[1:]))
                 x = op.forward(x, bias=False)
     return total
-
-
-def durations_to_counts(d: Tensor, fanout: Tensor) -> tuple[Tensor, Tensor]:
-    """Spikes (two per active neuron) and synaptic additions (two per synapse of an active neuron)."""
-    active = (d.flatten(1) > 0).to(fanout.dtype)
-    spikes = 2 * active.sum(1).to(torch.int64)
-    additions = 2 * (active @ fanout).round().to(torch.int64)
-    return spikes, additions

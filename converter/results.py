@@ -1,10 +1,20 @@
-"""What an engine returns: logits and the operation counts of spec section 6, per image and per layer."""
+"""What an engine returns: logits and the operation counts of spec section 6, per image and per layer.
+
+For one image and one population ``p``: ``spikes_p`` (spikes it emits), ``additions_p`` (synaptic
+additions its spikes cause downstream, one per synapse per spike; each reads one weight, so memory
+accesses equal additions) and ``updates_p`` (one addition per neuron per step it integrates or speaks,
+the same for every image). ``RunResult`` holds them for a batch; ``ImageResult`` for one image.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from converter.graph import Kind, Population
 
 
 @dataclass(frozen=True)
@@ -12,30 +22,62 @@ class LayerCounts:
     """Counts of one population (input pixels, a neuron layer, a max-pool switch or the output layer)."""
 
     name: str
-    kind: str  # "input" | "neuron" | "switch" | "output"
+    kind: Kind
     neurons: int
     spikes: torch.Tensor  # [N] int64, spikes emitted by this population
     synaptic_additions: torch.Tensor  # [N] int64, additions its spikes cause downstream
     neuron_updates: int  # per image: one addition per neuron per step it integrates or speaks
 
-    def image(self, i: int) -> dict:
-        """Plain-Python counts of image ``i``."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "neurons": self.neurons,
-            "spikes": int(self.spikes[i]),
-            "synaptic_additions": int(self.synaptic_additions[i]),
-            "memory_accesses": int(self.synaptic_additions[i]),
-            "neuron_updates": self.neuron_updates,
-        }
+    @classmethod
+    def of(
+        cls, p: Population, spikes: torch.Tensor, additions: torch.Tensor, neuron_updates: int
+    ) -> LayerCounts:
+        """Counts of population ``p``; ``additions`` may be float sums, rounded to whole additions here."""
+        return cls(p.name, p.kind, p.size, spikes, additions.round().to(torch.int64), neuron_updates)
+
+
+@dataclass(frozen=True)
+class LayerImage:
+    """One population's counts for one image."""
+
+    name: str
+    kind: Kind
+    neurons: int
+    spikes: int
+    synaptic_additions: int
+    neuron_updates: int
+
+    @property
+    def memory_accesses(self) -> int:
+        """Weight reads: one per synaptic addition."""
+        return self.synaptic_additions
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's logits, class probabilities and operation counts from one engine."""
+
+    engine: str
+    logits: list[float]
+    probabilities: list[float]
+    timesteps: int
+    spikes: int
+    synaptic_additions: int
+    neuron_updates: int
+    ann_macs: int
+    layers: list[LayerImage]
+
+    @property
+    def memory_accesses(self) -> int:
+        """Weight reads: one per synaptic addition."""
+        return self.synaptic_additions
 
 
 @dataclass(frozen=True)
 class RunResult:
     """Logits and per-image counts of one engine run over a batch."""
 
-    engine: str  # "fast" | "stepped" | "rate" | "ann"
+    engine: str  # a name of converter.engines.ENGINES
     logits: torch.Tensor  # [N, classes]
     timesteps: int
     ann_macs: int
@@ -63,21 +105,31 @@ class RunResult:
         return sum(layer.neuron_updates for layer in self.layers)
 
     def _total(self, attr: str) -> torch.Tensor:
-        n = self.logits.shape[0]
-        total = torch.zeros(n, dtype=torch.int64)
+        total = torch.zeros(self.logits.shape[0], dtype=torch.int64)
         for layer in self.layers:
             total += getattr(layer, attr)
         return total
 
-    def image(self, i: int) -> dict:
-        """Plain-Python summary of image ``i``: totals and per-layer counts."""
-        return {
-            "engine": self.engine,
-            "timesteps": self.timesteps,
-            "spikes": int(self.spikes[i]),
-            "synaptic_additions": int(self.synaptic_additions[i]),
-            "memory_accesses": int(self.memory_accesses[i]),
-            "neuron_updates": self.neuron_updates,
-            "ann_macs": self.ann_macs,
-            "layers": [layer.image(i) for layer in self.layers],
-        }
+    def images(self) -> list[ImageResult]:
+        """The batch as one ``ImageResult`` per image, in order (plain Python numbers)."""
+        logits = self.logits.double()
+        rows, probabilities = logits.tolist(), torch.softmax(logits, dim=1).tolist()
+        spikes, additions = self.spikes.tolist(), self.synaptic_additions.tolist()
+        per_layer = [(c, c.spikes.tolist(), c.synaptic_additions.tolist()) for c in self.layers]
+        return [
+            ImageResult(
+                engine=self.engine,
+                logits=rows[i],
+                probabilities=probabilities[i],
+                timesteps=self.timesteps,
+                spikes=spikes[i],
+                synaptic_additions=additions[i],
+                neuron_updates=self.neuron_updates,
+                ann_macs=self.ann_macs,
+                layers=[
+                    LayerImage(c.name, c.kind, c.neurons, s[i], a[i], c.neuron_updates)
+                    for c, s, a in per_layer
+                ],
+            )
+            for i in range(len(rows))
+        ]

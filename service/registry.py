@@ -18,20 +18,18 @@ from pathlib import Path
 
 import torch
 
-from converter import CheckpointError, load
+from converter import CheckpointError, SpikingNetwork, load
+from converter.engines import ENGINES
+from converter.results import ImageResult
 from service.batching import Batcher, Outcome
 from service.errors import ModelNotFound, NotReady
-from service.inference import ImageResult, Network, run_batch, warm_up
+from service.inference import run_batch, warm_up
 from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-
-# Engines by lane: the reference simulations (stepped, rate) take seconds per image, so they queue and run
-# apart from the interactive ones and never hold up a fast answer.
-LANES = {"fast": "interactive", "ann": "interactive", "stepped": "reference", "rate": "reference"}
 
 
 def discover(model_dir: Path) -> dict[str, Path]:
@@ -58,34 +56,33 @@ class ServedModel:
 
     name: str
     path: Path
-    net: Network
+    net: SpikingNetwork
     batchers: dict[str, Batcher[ImageResult]]
 
     async def submit(
         self, images: Sequence[torch.Tensor], engines: Sequence[str]
-    ) -> list[list[Outcome[ImageResult]]]:
-        """Run every image on every engine (all queued or none); the outcomes: a list per engine, in order."""
+    ) -> dict[str, list[Outcome[ImageResult]]]:
+        """Run every image on every engine (all queued or none); the outcomes by engine, images in order."""
         lanes: dict[str, list[str]] = {}
         for engine in engines:
-            lanes.setdefault(LANES[engine], []).append(engine)
+            lanes.setdefault(ENGINES[engine].lane, []).append(engine)
         for lane, named in lanes.items():  # check every lane before queueing on any
             self.batchers[lane].ensure_room(len(images) * len(named))
         answers = await asyncio.gather(
             *(self.batchers[lane].submit(images, named) for lane, named in lanes.items())
         )
-        by_engine = {
+        return {
             e: out
             for named, outs in zip(lanes.values(), answers, strict=True)
             for e, out in zip(named, outs, strict=True)
         }
-        return [by_engine[engine] for engine in engines]
 
     async def close(self) -> None:
         """Let every lane finish what it has queued."""
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
 
 
-def _load_and_warm(path: Path) -> Network:
+def _load_and_warm(path: Path) -> SpikingNetwork:
     net = load(path)
     warm_up(net)
     return net
@@ -112,7 +109,8 @@ class ModelStore:
     async def load_all(self, executors: dict[str, Executor]) -> None:
         """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal.
 
-        ``executors`` holds a worker per lane (see ``LANES``); models are loaded on the interactive one.
+        ``executors`` holds a worker per lane (``Engine.lane``: the reference simulations take seconds
+        per image, so they run apart and never hold up a fast answer); models load on the interactive one.
         """
         try:
             for name, path in self._discover().items():

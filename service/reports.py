@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from converter.energy import E_ADD_PJ, E_MAC_PJ, SOURCE, ann_energy_pj, snn_energy_pj
-from service.batching import Outcome
-from service.inference import ImageResult
+from service.dataplane import Inference
 from service.registry import ServedModel
 from service.schemas import (
     AnnFigures,
@@ -33,14 +32,11 @@ def top_k(probabilities: list[float], labels: list[str], k: int) -> list[Predict
 
 
 def classification(
-    served: ServedModel,
-    outcomes: list[Outcome[ImageResult]],
-    top: int,
-    server_ms: float,
-    filename: str | None,
+    inference: Inference, i: int, top: int, server_ms: float, filename: str | None
 ) -> Classification:
-    """The answer for one image: ``outcomes`` holds its SNN run, then its ANN and rate runs when compared."""
-    net, snn = served.net, outcomes[0]
+    """The answer for image ``i`` of ``inference``: its SNN run, and the baselines' when compared."""
+    served = inference.served
+    net, snn = served.net, inference.of(inference.engine, i)
     result = snn.result
     layers = [LayerSpikes.model_validate(layer, from_attributes=True) for layer in result.layers]
     neurons = sum(layer.neurons for layer in layers)
@@ -73,16 +69,13 @@ def classification(
                 source=SOURCE,
             ),
         ),
-        comparison=_comparison(served, outcomes[1:], top, predictions[0].index)
-        if len(outcomes) > 1
-        else None,
+        comparison=_comparison(inference, i, top, predictions[0].index) if inference.compared else None,
     )
 
 
-def _comparison(
-    served: ServedModel, outcomes: list[Outcome[ImageResult]], top: int, snn_top1: int
-) -> Comparison:
-    ann, rate = (outcome.result for outcome in outcomes)
+def _comparison(inference: Inference, i: int, top: int, snn_top1: int) -> Comparison:
+    served = inference.served
+    ann, rate = inference.of("ann", i).result, inference.of("rate", i).result
     labels = served.net.labels
     ann_predictions = top_k(ann.probabilities, labels, top)
     rate_predictions = top_k(rate.probabilities, labels, top)

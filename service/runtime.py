@@ -10,11 +10,13 @@ from typing import Annotated
 import torch
 from fastapi import Depends, Request, UploadFile
 
+from converter import InputSpec
+from converter.engines import ENGINES
+from service.dataplane import DataPlane
 from service.errors import ServiceError
 from service.images import decode_image
-from service.inference import InputSpec
 from service.metrics import Metrics
-from service.registry import LANES, ModelStore
+from service.registry import ModelStore
 from service.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = ModelStore(settings, self.metrics)
+        self.dataplane = DataPlane(self.store, self.metrics)
         self._inference: dict[str, ThreadPoolExecutor] = {}
         self._decoding: ThreadPoolExecutor | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -37,7 +40,7 @@ class Runtime:
         torch.set_num_threads(threads)
         self._inference = {
             lane: ThreadPoolExecutor(1, f"tsc-{lane}", initializer=torch.set_num_threads, initargs=(threads,))
-            for lane in dict.fromkeys(LANES.values())
+            for lane in dict.fromkeys(e.lane for e in ENGINES.values())
         }
         self._decoding = ThreadPoolExecutor(available_cores(), "tsc-decode")
         self._loading = asyncio.get_running_loop().create_task(self.store.load_all(self._inference))

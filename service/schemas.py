@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
+from converter.engines import ENGINES, TSC_ENGINES
 from service.registry import MODEL_NAME_PATTERN
 
 
@@ -28,9 +29,8 @@ class ClassifyOptions(BaseModel):
     top_k: int = Field(
         5, ge=1, le=1000, description="Classes to return, best first (capped at the class count)."
     )
-    engine: Literal["fast", "stepped"] = Field(
-        "fast",
-        description="fast: the event-driven TSC engine; stepped: the step-by-step reference simulation.",
+    engine: Literal[TSC_ENGINES] = Field(  # type: ignore[valid-type]
+        "fast", description="; ".join(f"{n}: {ENGINES[n].summary}" for n in TSC_ENGINES) + "."
     )
     compare: bool = Field(
         False, description="Also run the ANN and a rate-coded SNN on the image and report them."

@@ -22,7 +22,7 @@ from converter.cli.common import (
     window,
 )
 from converter.evaluate import evaluate
-from converter.network import convert
+from converter.pipeline import convert
 
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -23,8 +23,10 @@ from converter.cli.common import (
     test_subset,
     window_list,
 )
+from converter.engines import ENGINES
 from converter.evaluate import evaluate
-from converter.network import ENGINES, convert, load
+from converter.network import load
+from converter.pipeline import convert
 
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +34,7 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p = subparsers.add_parser("evaluate", help="ANN vs TSC vs rate coding: accuracy and operations per image")
     p.add_argument("checkpoint", type=Path)
     add_data_args(p)
-    p.add_argument("--engine", choices=[e for e in ENGINES if e != "ann"], default="fast")
+    p.add_argument("--engine", choices=[n for n, e in ENGINES.items() if e.spikes], default="fast")
     add_report_args(p)
     p.set_defaults(func=run_evaluate)
     return p

@@ -133,7 +133,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
         updates = net.schedule.updates(p) * p.size
         if p.kind == "output":
             logits = _integrate(plan.paths[p.name], d)
-            layers.append(LayerCounts(p.name, p.kind, p.size, zeros, zeros, updates))
+            layers.append(LayerCounts.of(p, zeros, zeros, updates))
             break
         T = net.window(p.name)
         if p.kind == "input":
@@ -143,14 +143,5 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
         else:
             d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])
-        layers.append(
-            LayerCounts(
-                p.name,
-                p.kind,
-                p.size,
-                zeros if p.kind == "switch" else spikes,
-                additions,
-                updates,
-            )
-        )
+        layers.append(LayerCounts.of(p, zeros if p.kind == "switch" else spikes, additions, updates))
     return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)

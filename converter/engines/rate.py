@@ -89,12 +89,10 @@ def _gate(signal: Tensor, counts: Tensor, pool: MaxPool) -> Tensor:
 def _result(net: SpikingNetwork, V: dict, spikes: dict, additions: dict, step: int) -> RunResult:
     g = net.graph
     layers = [
-        LayerCounts(
-            p.name,
-            p.kind,
-            p.size,
+        LayerCounts.of(
+            p,
             spikes[p.name].clone(),
-            additions[p.name].round().to(torch.int64),
+            additions[p.name],
             step * p.size if p.kind in ("neuron", "output") else 0,
         )
         for p in g.populations

@@ -96,14 +96,7 @@ def run(net: SpikingNetwork, images: Tensor, keep_durations: bool = False) -> Ru
             if step < speak:
                 u.V += u.I + drive[p.name]
     layers = [
-        LayerCounts(
-            p.name,
-            p.kind,
-            p.size,
-            units[p.name].spikes,
-            units[p.name].additions.round().to(torch.int64),
-            sched.updates(p) * p.size,
-        )
+        LayerCounts.of(p, units[p.name].spikes, units[p.name].additions, sched.updates(p) * p.size)
         for p in g.populations
     ]
     d = None

@@ -16,7 +16,6 @@ from service.schemas import BatchClassification, BatchForm, Classification, Clas
 
 router = APIRouter(tags=["classify"])
 ERRORS = errors(400, 401, 404, 413, 415, 422, 503)
-COMPARED_ENGINES = ("ann", "rate")
 QueryOptions = Annotated[ClassifyOptions, Query()]
 
 
@@ -57,19 +56,10 @@ async def classify_batch(
 async def _classify(
     request: Request, runtime: Runtime, files: list[UploadFile], options: ClassifyOptions
 ) -> list[Classification]:
-    served = runtime.store.get(options.model)
-    spec = served.net.input_spec
-    images = await asyncio.gather(*(runtime.decode(file, spec) for file in files))
-    engines = (options.engine, *COMPARED_ENGINES) if options.compare else (options.engine,)
-    per_engine = await served.submit(images, engines)
-    for engine, outcomes in zip(engines, per_engine, strict=True):
-        if engine != "ann":  # the ANN neither spikes nor adds
-            for outcome in outcomes:
-                runtime.metrics.observe_costs(served.name, engine, outcome.result)
+    served = runtime.dataplane.model(options.model)
+    images = await asyncio.gather(*(runtime.decode(file, served.net.input_spec) for file in files))
+    inference = await runtime.dataplane.infer(served, images, options.engine, options.compare)
     server_ms = (time.perf_counter() - request.state.started) * 1000
     return [
-        classification(
-            served, [outcomes[i] for outcomes in per_engine], options.top_k, server_ms, file.filename
-        )
-        for i, file in enumerate(files)
+        classification(inference, i, options.top_k, server_ms, file.filename) for i, file in enumerate(files)
     ]

@@ -1,0 +1,60 @@
+"""The use case behind every inference route: pick the model, run the engines, record what they cost.
+
+Routers only translate HTTP (multipart uploads, Open Inference Protocol tensors, the page's requests)
+into a call of ``DataPlane.infer`` and its ``Inference`` back into a response body; batching, engine
+choice, the compared baselines and metrics live here once, keyed by engine name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from converter.engines import BASELINES, ENGINES
+from converter.results import ImageResult
+from service.batching import Outcome
+from service.metrics import Metrics
+from service.registry import ModelStore, ServedModel
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One request's answers: the model, the engine asked for, and every engine's outcome per image."""
+
+    served: ServedModel
+    engine: str
+    outcomes: dict[str, list[Outcome[ImageResult]]]
+
+    def of(self, engine: str, i: int) -> Outcome[ImageResult]:
+        """Image ``i``'s outcome from ``engine``."""
+        return self.outcomes[engine][i]
+
+    @property
+    def compared(self) -> bool:
+        """Whether the baselines ran too."""
+        return all(b in self.outcomes for b in BASELINES)
+
+
+class DataPlane:
+    """Runs inference requests on the loaded models."""
+
+    def __init__(self, store: ModelStore, metrics: Metrics) -> None:
+        self.store, self.metrics = store, metrics
+
+    def model(self, name: str | None) -> ServedModel:
+        """The named model, or the default one; ``NotReady`` or ``ModelNotFound`` otherwise."""
+        return self.store.get(name)
+
+    async def infer(
+        self, served: ServedModel, images: Sequence[torch.Tensor], engine: str, compare: bool
+    ) -> Inference:
+        """Run ``images`` (decoded for ``served``) on ``engine``, and on the baselines when ``compare``."""
+        engines = (engine, *BASELINES) if compare else (engine,)
+        outcomes = await served.submit(images, engines)
+        for name, runs in outcomes.items():
+            if ENGINES[name].spikes:
+                for outcome in runs:
+                    self.metrics.observe_costs(served.name, name, outcome.result)
+        return Inference(served, engine, outcomes)
