@@ -4,7 +4,13 @@ Methods: ``max`` (largest activation), ``percentile`` (e.g. 99.9 / 99.99 of the 
 ``search`` (the ``lam`` that minimises the layer's own clip-and-quantise error at its window ``T_l`` and
 shift) and ``error-aware`` (``converter.error_aware``: layer by layer on the quantised outputs of the
 layers before, with bias correction). Each can be per layer or per channel. The report gives, per layer,
-``lam`` and the fraction of positive calibration activations above it (clipped).
+``lam`` and the fraction of positive calibration activations above it (clipped). With ``a`` the ANN's
+activations of a layer (or channel) on the calibration images:
+
+    max:         lam = max(a)
+    percentile:  lam = P_p({a > 0})
+    search:      lam = argmin_{lam in grid} sum (a - q(a; lam))^2
+                 q(a; lam) = lam * clip(floor(T a / lam + s), 0, T) / T
 """
 
 from __future__ import annotations

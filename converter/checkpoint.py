@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from converter.system import atomic_write
 
 SCHEMA_VERSION = 2  # 2: per-layer windows and bias corrections (a version-1 build would misread them)
 READABLE_VERSIONS = (1, 2)
@@ -42,32 +42,6 @@ def weights_sha256(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def _umask() -> int:
-    """The process umask, read from ``/proc`` where possible (setting it to read it races with threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary name and a rename, with the mode a plain ``open`` would give (0644 usually)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: other users (a container's) could not read it
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
     """Write a checkpoint (a directory, or one file for a .safetensors path); returns the manifest."""
     path = Path(path)
@@ -81,11 +55,11 @@ def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[st
     text = json.dumps(manifest, indent=1)
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: text}))
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: text}))
     else:
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp))
-        _atomic_write(path / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+        atomic_write(path / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     return manifest
 
 

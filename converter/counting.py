@@ -3,7 +3,13 @@
 The fan-out of a neuron depends only on its place in the map (borders, stride, folded pooling), never on
 the image, so it is computed once: for each synapse path, the transpose of its 0/1 connectivity applied
 to ones gives, per source neuron, the number of target neurons it reaches. An image's synaptic
-additions are then ``2 * sum(fanout[d > 0])``: one dot product per population.
+additions are then ``2 * sum(fanout[d > 0])``: one dot product per population. Per image and layer:
+
+    fanout_i     = sum over paths p of (S_p^T 1)_i          (S_p: 0/1 structure of path p's op chain)
+    spikes       = 2 * #{i : d_i > 0}                        (one on- and one off-spike per active neuron)
+    additions    = 2 * sum_{i : d_i > 0} fanout_i            (memory accesses: one weight read each)
+    updates      = n * (span + T)                            (output layer: n * span)
+    ann_macs     = sum over conv/linear ops of out_elements * kernel_elements
 """
 
 from __future__ import annotations

@@ -12,12 +12,13 @@ from fastapi import Depends, Request, UploadFile
 
 from converter import InputSpec
 from converter.engines import ENGINES
+from converter.system import available_cores
 from service.dataplane import DataPlane
 from service.errors import ServiceError
 from service.images import decode_image
 from service.metrics import Metrics
 from service.registry import ModelStore
-from service.settings import Settings, available_cores
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

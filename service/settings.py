@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from converter.system import available_cores
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-
-
-def available_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 quota (``docker --cpus``)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        return max(1, min(cores, int(quota) // int(period)))
-    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
-        return cores
 
 
 class Settings(BaseSettings):

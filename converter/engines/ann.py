@@ -1,4 +1,9 @@
-"""The float ANN the SNN approximates (BatchNorm folded, ReLU unclipped): reference and calibration source."""
+"""The float ANN the SNN approximates (BatchNorm folded, ReLU unclipped): reference and calibration source.
+
+    a_in = x,   a_l = relu(sum_t W_t a_src + b_l),   a_sw = maxpool(a_src),   logits = sum_t W_t a_src + b_out
+
+A layer trained with the clip-floor activation keeps it: ``a_l = lam_l * clip(floor(T_l z_l / lam_l + s),
+0, T_l) / T_l``. Its cost is the dense multiply-accumulates of every conv and linear (``ann_macs``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,15 @@
 """Fast engine: the closed form of spec section 3 (quantised ANN forward) plus exact counting.
 
+A TSC neuron's spike timing encodes ``d``, and the whole window's integration has a closed form:
+
+    d_in = clip(floor(T_in * x + s), 0, T_in)                               (pixels)
+    z_l  = sum_t W_t (lam_src / T_src) d_src + b_l (+ c_l)                  (terms t of layer l)
+    d_l  = clip(floor(T_l * z_l / lam_l + s), 0, T_l)                       (neurons)
+    d_sw = maxpool(d_src)                                                   (switches)
+    logits = z_out
+
+    spikes_l = 2 * #{i : d_l,i > 0}       additions_l = 2 * sum_{i : d_l,i > 0} fanout_l,i
+
 Per layer it costs one conv/linear like the ANN, two in-place passes for the TSC code (floor, clip)
 and a compare-and-count for the spikes and additions. Counts group neurons by fan-out value: a fan-out
 takes a handful of values (interior, borders, corners), so active neurons counted per group times the

@@ -4,7 +4,12 @@ The same normalised network runs for ``T_rate`` steps. Each neuron starts at ``V
 conversion; 0.5, half the threshold: QCFS's initial potential, which centres the rounding error of the
 spike count and roughly halves the steps needed at equal accuracy). A spike of a neuron in layer ``l``
 stands for ``lam_l``; max pooling passes the spikes of the input that has fired most so far (max-rate gating).
-Logits are the output layer's accumulated potential divided by the steps run.
+Logits are the output layer's accumulated potential divided by the steps run. Per step ``t``:
+
+    V_l += (sum_t W_t lam_src s_src(t) + b_l) / lam_l       (s_src: 0/1 spikes; the input is analog x)
+    s_l(t) = [V_l >= 1],   V_l -= s_l(t)
+
+    spikes_l = sum_t sum_i s_l,i(t)      additions_l = sum_t sum_i s_l,i(t) * fanout_l,i
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from tqdm import tqdm
 
+from converter.system import atomic_write, available_cores
 from converter.training.datasets import ImageDataset, random_crop, random_flip, to_float
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -40,18 +40,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedu
     if schedule == "constant":
         return base_lr
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def cpu_threads() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota if one is set."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return count
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:
@@ -95,19 +83,9 @@ def _cpu_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    """Write tensors (any device or layout) to a safetensors file atomically: temporary name, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(_cpu_state(tensors), str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary name and a rename."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write tensors (any device or layout) to a safetensors file atomically."""
+    state = _cpu_state(tensors)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def _save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -119,7 +97,7 @@ def _save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
             tensors[f"optimizer.momentum_buffer.{name}"] = buffer
     text = json.dumps(state, indent=1)
     save_safetensors(tensors, out_dir / "last.safetensors", {"format": CHECKPOINT_FORMAT, "state": text})
-    _atomic_write_text(out_dir / "state.json", text + "\n")
+    atomic_write(out_dir / "state.json", lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def _resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, args: dict) -> dict | None:
@@ -237,7 +215,7 @@ def train(
         raise ValueError("epochs, batch_size, eval_every and the training set size must all be positive")
     device = torch.device(device)
     if device.type == "cpu":
-        torch.set_num_threads(threads or cpu_threads())
+        torch.set_num_threads(threads or available_cores())
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device=device, memory_format=MEMORY_FORMAT)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import REPO_ROOT, Settings, available_cores
+from converter.system import available_cores
+from service.settings import REPO_ROOT, Settings
 
 
 def test_defaults_serve_the_embedded_model_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from converter.system import atomic_write, available_cores
 from converter.training.datasets.base import DatasetError, ImageDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -129,15 +130,17 @@ def _read_cache(path: Path, count: int) -> np.ndarray | None:
 def _write_cache(path: Path, array: np.ndarray) -> None:
     """Save ``array`` as .npy, atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a bare name
+            np.save(f, array, allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def default_workers() -> int:
     """How many decoding processes to use: the CPUs this process may run on, at most 16."""
-    return min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return min(16, available_cores())
 
 
 def load_image_folder(

@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from converter.cli import main
+from converter.system import available_cores
 from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import Normalize
-from converter.training.train import ResumeError, cpu_threads, evaluate_accuracy, lr_at, train
+from converter.training.train import ResumeError, evaluate_accuracy, lr_at, train
 
 SPEC = "synthetic:classes=4,n=48,size=32,test_n=16"
 
@@ -145,7 +146,7 @@ def test_resume_continues_exactly(tmp_path, data):
 
 
 def test_cpu_threads():
-    assert cpu_threads() >= 1
+    assert available_cores() >= 1
 
 
 # ---------------------------------------------------------------- command line
