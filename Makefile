@@ -8,7 +8,7 @@ SHARED ?= ../shared
 #   make data-jpeg && make train-resnet20 DATA=imagefolder:$HOME/.cache/tsc-snn/cifar10
 DATA ?= cifar10:$(SHARED)/datasets/cifar10-binary-lossless.tar.gz
 CACHE ?= $(HOME)/.cache/tsc-snn
-# training runs live outside the work tree, resumable (benchmarks/results.py reads them from TSC_RUNS)
+# training runs live outside the work tree, resumable (benchmarks/results/ reads them from TSC_RUNS)
 RUNS ?= $(CACHE)/runs
 export TSC_RUNS := $(RUNS)
 T ?= 4

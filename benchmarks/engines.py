@@ -16,18 +16,14 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.thirdparty import CHECKPOINT, load_resnet20
 from converter import convert
 from converter.training.models import build_model
 
 
 def _model() -> tuple[torch.nn.Module, str]:
-    try:
-        from tests.converter.thirdparty import CHECKPOINT, load_resnet20
-
-        if CHECKPOINT.exists():
-            return load_resnet20(), "third-party ResNet-20"
-    except ImportError:
-        pass
+    if CHECKPOINT.exists():
+        return load_resnet20(), "third-party ResNet-20"
     return build_model("resnet20").eval(), "zoo ResNet-20 (random weights)"
 
 

@@ -1,7 +1,7 @@
 """The third-party CIFAR ResNet-20 (a model users bring), written the way its authors wrote it.
 
 Functional ReLUs, an "option A" shortcut made of slicing and zero padding inside a lambda module, and
-input normalisation inside ``forward``. The tests convert it without editing this definition.
+input normalisation inside ``forward``. Benchmarks and tests convert it without editing this definition.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SHARED = Path(os.environ.get("TSC_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
+SHARED = Path(os.environ.get("TSC_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 CHECKPOINT = SHARED / "models" / "third-party" / "resnet20-akamaster.th"
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from benchmarks.thirdparty import load_resnet20
 from converter.training.models import build_model
-from tests.converter.thirdparty import load_resnet20
 
 RENAMES = {"mean": "normalize.mean", "std": "normalize.std"}
 

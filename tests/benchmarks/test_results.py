@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from benchmarks import results
+from benchmarks.results import tables
+from benchmarks.results.catalogue import MEASUREMENTS
+from benchmarks.results.formatting import windows
+from benchmarks.results.measure import record_context
+from benchmarks.results.page import heading, render
 
 
 def _report() -> dict:
@@ -49,7 +51,7 @@ def _report() -> dict:
 
 
 def test_claims_compare_on_the_same_images_with_one_image_of_resolution():
-    text = "\n".join(results._claims(_report()))
+    text = "\n".join(tables.claims(_report()))
     # best rate: 88% at 256 (the earliest of the ties); TSC T=8 is 87%, one image of 100 below: it counts
     assert "88.00% at T_rate = 256" in text
     assert "T = 8 (80 steps" in text
@@ -64,18 +66,15 @@ def test_claims_compare_on_the_same_images_with_one_image_of_resolution():
 def test_no_claim_when_tsc_never_comes_close():
     report = _report()
     report["runs"] = report["runs"][:1]
-    assert "No TSC run in this sweep comes within one image" in "\n".join(results._claims(report))
+    assert "No TSC run in this sweep comes within one image" in "\n".join(tables.claims(report))
 
 
-def test_render_writes_markdown_and_plots_from_json_only(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(results, "DOCS", tmp_path)
-    monkeypatch.setattr(results, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(results, "JPEG", tmp_path / "results" / "jpeg")
+def test_render_writes_markdown_and_plots_from_json_only(tmp_path):
     (tmp_path / "results").mkdir()
-    stem = results.MEASUREMENTS[0][0]
+    stem = MEASUREMENTS[0][0]
     (tmp_path / "results" / f"{stem}.json").write_text(json.dumps(_report()))
-    text = results.render().read_text()
-    assert "**90.00%**" in text and f"`docs/results/{results.MEASUREMENTS[1][0]}.json` is missing" in text
+    text = render(tmp_path).read_text()
+    assert "**90.00%**" in text and f"`docs/results/{MEASUREMENTS[1][0]}.json` is missing" in text
     summary = next(line for line in text.splitlines() if line.startswith(f"| `{stem}`"))
     # within 0.5 points of the 90% ANN: T=16 (94% on all); equal-accuracy pairs T=4/64 and T=8/256
     assert "T = 16: 160 steps, 94.00%" in summary and summary.endswith("| 100 | 40.0-80.0x | 1.60-3.20x |")
@@ -89,6 +88,27 @@ def test_render_writes_markdown_and_plots_from_json_only(tmp_path, monkeypatch: 
 
 
 def test_windows_column_names_uniform_and_allocated_windows():
-    assert results._windows({"T": 8, "windows": {"input": 8, "a": 8}}) == "8"
+    assert windows({"T": 8, "windows": {"input": 8, "a": 8}}) == "8"
     allocated = {"T": 12, "windows": {"input": 8, "a": 3, "b": 12}, "allocation": {}}
-    assert results._windows(allocated) == "auto: 3-12 (input 8)"
+    assert windows(allocated) == "auto: 3-12 (input 8)"
+
+
+def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    args = {"epochs": 5, "schedule": "cosine", "label_smoothing": 0.1}
+    (run / "state.json").write_text(json.dumps({"epoch": 3, "best_epoch": 2, "args": args}))
+    clip_floor = {"T": 4, "shift": 0.5, "input_T": 8}
+    (run / "model.json").write_text(json.dumps({"clip_floor": clip_floor, "dataset": "d", "date": "x"}))
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"runs": []}))
+    record_context(sweep, run)
+    report = json.loads(sweep.read_text())
+    assert report["training"]["epochs"] == 3 and report["training"]["planned_epochs"] == 5
+    assert report["host"]["cpu_cores"] >= 1
+    low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf4")
+    assert (
+        heading(low_t, report) == "ResNet-20 trained here, low-T trained: clip-floor T=4 (input 8), 3 epochs"
+    )
+    assert heading(low_t, report, default="run").endswith("3 epochs (the default model)")
+    assert heading(low_t, {}) == low_t.title  # a report without the record: no facts

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.thirdparty import CHECKPOINT, load_resnet20
 from converter import convert, load
-from tests.converter.thirdparty import CHECKPOINT, load_resnet20
 
 pytestmark = pytest.mark.skipif(
     not CHECKPOINT.exists(), reason=f"third-party checkpoint not found at {CHECKPOINT}"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.thirdparty import SHARED
 from converter import load
 from converter.training.datasets import open_dataset, to_float
-from tests.converter.thirdparty import SHARED
 
 DEFAULT = Path(__file__).resolve().parents[2] / "models" / "resnet20-cifar10"
 # the original CIFAR-10 pixels (repacked official binary layout): the reference test set

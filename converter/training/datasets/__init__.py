@@ -6,10 +6,8 @@ from converter.training.datasets.imagefolder import load_image_folder
 from converter.training.datasets.spec import SPEC_HELP, open_dataset
 from converter.training.datasets.synthetic import synthetic_dataset
 from converter.training.datasets.transforms import (
-    center_crop,
     random_crop,
     random_flip,
-    resize_shorter,
     to_float,
 )
 
@@ -17,14 +15,12 @@ __all__ = [
     "SPEC_HELP",
     "DatasetError",
     "ImageDataset",
-    "center_crop",
     "download_cifar",
     "load_cifar",
     "load_image_folder",
     "open_dataset",
     "random_crop",
     "random_flip",
-    "resize_shorter",
     "synthetic_dataset",
     "to_float",
 ]

@@ -30,21 +30,3 @@ def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) 
     """Mirror each image left-right with probability one half."""
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` square of each image."""
-    h, w = images.shape[-2:]
-    if size > h or size > w:
-        raise ValueError(f"cannot crop {size}x{size} out of {h}x{w} images")
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size]
-
-
-def resize_shorter(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Scale images (antialiased bilinear) so their shorter side is ``size``; uint8 in, uint8 out."""
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    target = (max(size, round(h * scale)), max(size, round(w * scale)))
-    out = F.interpolate(images.float(), size=target, mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(images.dtype) if images.dtype == torch.uint8 else out

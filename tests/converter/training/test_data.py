@@ -18,23 +18,21 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.thirdparty import SHARED
 from converter.training.datasets import (
     DatasetError,
     ImageDataset,
-    center_crop,
     download_cifar,
     load_cifar,
     load_image_folder,
     open_dataset,
     random_crop,
     random_flip,
-    resize_shorter,
     synthetic_dataset,
     to_float,
 )
 from converter.training.datasets import cifar as cifar_module
 from converter.training.datasets import imagefolder as imagefolder_module
-from tests.converter.thirdparty import SHARED
 
 LOSSLESS = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"
 
@@ -444,13 +442,3 @@ def test_random_flip_mirrors_some_images():
     same = (flipped == images).all(dim=(1, 2, 3))
     mirrored = (flipped == images.flip(3)).all(dim=(1, 2, 3))
     assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
-
-
-def test_center_crop_and_resize():
-    images = torch.randint(0, 256, (2, 3, 10, 14), dtype=torch.uint8)
-    assert torch.equal(center_crop(images, 6), images[..., 2:8, 4:10])
-    with pytest.raises(ValueError):
-        center_crop(images, 12)
-    resized = resize_shorter(images, 5)
-    assert resized.shape == (2, 3, 5, 7) and resized.dtype == torch.uint8
-    assert resize_shorter(images.float(), 20).shape == (2, 3, 20, 28)

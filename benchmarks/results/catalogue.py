@@ -1,0 +1,94 @@
+"""What the report measures: where its files live, the sweeps, the earlier JPEG measurements, the paper."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+DOCS = Path("docs")
+RESULTS = DOCS / "results"
+RUNS = Path(os.environ.get("TSC_RUNS", "~/.cache/tsc-snn/runs")).expanduser()  # training runs (Makefile RUNS)
+DEFAULT_MODEL = Path("models/resnet20-cifar10")  # the embedded default model: its spike raster is drawn
+RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "300", "--rate-v0", "0,0.5")
+THIRD_PARTY = ("--factory", "benchmarks.thirdparty:load_resnet20")
+
+# spec section 9: the paper's numbers (ECCV 2020, CIFAR-10) for the tables
+PAPER = {
+    "resnet20": {"ann": 91.47, "tsc": "69.38 at 64 steps, 91.42 at 512", "rate": "RMP-SNN 91.36 at >= 512"},
+    "vgg16": {"ann": 93.63, "tsc": "92.79 at 64 steps, 93.63 at 512", "rate": "RMP-SNN 93.63 at >= 512"},
+}
+
+# facts about a training run, formatted with a report whose "training" record holds them
+EPOCHS = "{training[epochs]} epochs"
+CLIP_FLOOR = "clip-floor T={training[clip_floor][T]} (input {training[clip_floor][input_T]})"
+
+
+class Measurement(NamedTuple):
+    """One section of the report: a JSON file in ``docs/results/`` and how to title it."""
+
+    stem: str
+    title: str
+    paper: str  # key of PAPER
+    argv: tuple[str, ...] = ()  # sweep arguments after --data; none: kept, not remeasured
+    facts: str = ""  # appended to the title, formatted with the report (``str.format`` fields)
+    training: Path | None = None  # a manifest whose provenance records the training (JPEG sections)
+
+
+# what is measured on the original CIFAR-10
+MEASUREMENTS = [
+    Measurement(
+        "thirdparty-resnet20",
+        "Third-party ResNet-20 (trained elsewhere on the original CIFAR-10), converted unmodified",
+        "resnet20",
+        (*THIRD_PARTY, "--T", "4,8,12,16,32", "--methods", "percentile:99.99", *RATE),
+    ),
+    Measurement(
+        "thirdparty-resnet20-error-aware",
+        "Third-party ResNet-20, error-aware calibration and window allocation (budget 1 point)",
+        "resnet20",
+        (*THIRD_PARTY, "--T", "4,8,12,16,auto", "--methods", "error-aware", "--max-drop", "1.0"),
+    ),
+    Measurement(
+        "thirdparty-resnet20-auto-0.1",
+        "Third-party ResNet-20, window allocation with a budget of 0.1 point",
+        "resnet20",
+        (*THIRD_PARTY, "--T", "auto", "--methods", "error-aware", "--max-drop", "0.1"),
+    ),
+    Measurement(
+        "thirdparty-resnet20-cf4",
+        "Third-party ResNet-20 after low-T training here",
+        "resnet20",
+        ("--run", str(RUNS / "thirdparty-cf4-in8"), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, learnable thresholds, {EPOCHS}",
+    ),
+    Measurement(
+        "resnet20",
+        "ResNet-20 trained here from scratch",
+        "resnet20",
+        ("--run", str(RUNS / "resnet20"), "--T", "8,16,32", "--methods", "percentile:99.99"),
+        f" ({EPOCHS}, {{training[schedule]}}, label smoothing {{training[label_smoothing]:g}})",
+    ),
+    Measurement(
+        "resnet20-cf4",
+        "ResNet-20 trained here, low-T trained",
+        "resnet20",
+        ("--run", str(RUNS / "resnet20-cf4-in8"), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, {EPOCHS}",
+    ),
+]
+# earlier, on the JPEG copy (about 10 points below the original for the same model), in docs/results/jpeg/
+JPEG_MEASUREMENTS = [
+    Measurement("resnet20", "ResNet-20 trained here on the JPEG copy", "resnet20"),
+    Measurement("resnet20-cf8", "the same, clip-floor fine-tuned for T=8", "resnet20"),
+    Measurement("resnet20-cf16", "the same, clip-floor fine-tuned for T=16", "resnet20"),
+    Measurement(
+        "vgg16",
+        "VGG-16 trained here on the JPEG copy",
+        "vgg16",
+        facts=" (GPU, {training[epochs]} of {training[planned_epochs]} epochs)",
+        training=RESULTS / "vgg16-cifar10.manifest.json",
+    ),
+    Measurement("vgg16-rate200", "VGG-16 again", "vgg16", facts=", rate-coded on {rate[0][images]} images"),
+    Measurement("thirdparty-resnet20", "Third-party ResNet-20 on the JPEG copy", "resnet20"),
+]
