@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import fx, nn
 
 from converter.fold import batchnorm_affine
 from converter.graph import Quantised
 from converter.ops import (
     AdaptiveAvgPool2d,
     AvgPool2d,
-    ChannelAffine,
     Conv2d,
     Flatten,
     Linear,
@@ -30,7 +29,8 @@ from converter.ops import (
     Slice,
 )
 from converter.quantise import ClipFloor, InputQuant
-from converter.trace.builder import Affine, Builder, Const, PendingMax, Pop, Value
+from converter.trace.arithmetic import binary
+from converter.trace.builder import Builder, Pop, Value
 
 Rule = Callable[[Builder, fx.Node, Any], Value]
 
@@ -86,7 +86,7 @@ def rule_for(node: fx.Node, modules: dict[str, nn.Module]) -> Rule | None:
 
 def is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether ``node`` is converted as a plain ReLU (the activations clip-floor training replaces)."""
-    return rule_for(node, modules) in (_relu_module, _relu_fn)
+    return rule_for(node, modules) in (MODULE_RULES[nn.ReLU], FUNCTION_RULES[F.relu])
 
 
 def _pair(v: Any) -> list[int]:
@@ -309,54 +309,6 @@ def _getitem_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.apply(node, b.tensor(node), Slice([[s.start, s.stop, s.step] for s in index[1:]]))
 
 
-def _channel_const(b: Builder, node: fx.Node, c: Const, ref: fx.Node) -> Tensor:
-    """A constant operand as a scalar or per-channel vector for the tensor ``ref``."""
-    t = torch.as_tensor(c.value, dtype=torch.float32).detach()
-    if t.numel() == 1:
-        return t.reshape(())
-    channels = b.shape(ref)[0]
-    ndim = len(b.shape(ref)) + 1
-    squeezed = t.reshape(-1)
-    expected = [1, channels] + [1] * (ndim - 2)
-    padded = [1] * (ndim - t.dim()) + list(t.shape)
-    if squeezed.numel() != channels or padded != expected:
-        raise b.fail(node, f"constant of shape {tuple(t.shape)} is not a scalar or per-channel vector")
-    return squeezed
-
-
-def _binary(b: Builder, node: fx.Node, kind: str) -> Value:
-    x, y = (
-        v if isinstance(v, (Pop, Affine, PendingMax, Const)) else Const(v)
-        for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))
-    )
-    alpha = b.arg(node, 2, "alpha", 1)
-    tensors = [v for v in (x, y) if isinstance(v, (Pop, Affine, PendingMax))]
-    if len(tensors) == 2:
-        if kind not in ("add", "sub"):
-            raise b.fail(node, f"{kind} of two activation tensors is not linear")
-        sign = -1.0 if kind == "sub" else 1.0
-        yb = b.affine(node, y)
-        if sign * alpha != 1:
-            yb = b.channel_affine(node, yb, ChannelAffine(scale=torch.tensor(sign * float(alpha))))
-        return Affine(b.affine(node, x).terms + yb.terms)
-    if len(tensors) != 1 or not isinstance(x if tensors[0] is y else y, Const):
-        raise b.fail(node, f"{kind} with unsupported operands")
-    v, c = (x, y) if tensors[0] is x else (y, x)
-    ref = node.args[0] if v is x else node.args[1]
-    k = _channel_const(b, node, c, ref)
-    if kind in ("add", "sub"):
-        if kind == "sub" and v is y:  # c - v
-            return b.channel_affine(node, v, ChannelAffine(scale=torch.tensor(-1.0), bias=k))
-        return b.channel_affine(
-            node, v, ChannelAffine(scale=torch.tensor(1.0), bias=k * (-alpha if kind == "sub" else alpha))
-        )
-    if kind == "mul":
-        return b.channel_affine(node, v, ChannelAffine(scale=k))
-    if v is y:
-        raise b.fail(node, "dividing by an activation tensor is not linear")
-    return b.channel_affine(node, v, ChannelAffine(scale=1.0 / k))
-
-
 for _kind, _fns, _methods in (
     ("add", (operator.add, operator.iadd, torch.add), ("add", "add_")),
     ("sub", (operator.sub, operator.isub, torch.sub), ("sub", "sub_")),
@@ -365,7 +317,7 @@ for _kind, _fns, _methods in (
 ):
 
     def _rule(b: Builder, node: fx.Node, _: Any, kind: str = _kind) -> Value:
-        return _binary(b, node, kind)
+        return binary(b, node, kind)
 
     register_function(*_fns)(_rule)
     register_method(*_methods)(_rule)
