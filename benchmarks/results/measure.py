@@ -63,6 +63,7 @@ def training_record(run: Path) -> dict[str, Any]:
 def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> dict[str, Any]:
     """On/off spike times of sampled neurons per layer for the first correctly classified test image."""
     from converter import load
+    from converter.raster import raster
     from converter.training.datasets import open_dataset, to_float
 
     net = load(checkpoint)
@@ -72,23 +73,16 @@ def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> di
     index = int(right[0]) if len(right) else 0
     image = first[index : index + 1]
     res = net.run(image, "stepped", keep_durations=True)
-    g = torch.Generator().manual_seed(0)
-    layers = []
-    for p in net.graph.populations:
-        if p.kind not in ("input", "neuron"):
-            continue
-        d = res.durations[p.name][0].flatten()
-        pick = torch.randperm(d.numel(), generator=g)[:neurons_per_layer]
-        end = net.schedule.end(p.name)
-        layers.append(
-            {
-                "name": p.name,
-                "window": p.window,
-                "start": net.schedule.start[p.name],
-                "on": [end - int(v) if v > 0 else None for v in d[pick]],
-                "off": end,
-            }
-        )
+    layers = [
+        {
+            "name": r.name,
+            "window": net.graph.by_name[r.name].window,
+            "start": r.start,
+            "on": r.on,
+            "off": r.off,
+        }
+        for r in raster(net, res.durations, 0, neurons_per_layer)
+    ]
     return {
         "model": net.name,
         "T": net.T,
