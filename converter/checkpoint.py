@@ -2,8 +2,10 @@
 
 Two layouts: a directory holding ``manifest.json`` and ``weights.safetensors``, or one ``.safetensors``
 file whose header metadata carries the manifest. The manifest records the sha256 of the weights (over
-names, dtypes, shapes and bytes, so both layouts share it); loading checks the schema version, every
-tensor the graph refers to, and the hash, and says which check failed.
+names, dtypes, shapes and bytes, so both layouts share it) and, from schema 3, the sha256 of every
+manifest field that decides behaviour (graph, windows, shift, labels, input, the weights' hash): loading
+checks the schema version, both hashes and every tensor the graph refers to, and says which check
+failed. Descriptive fields (calibration report, provenance, accuracy) may be edited freely.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from torch import Tensor
 
 from converter.system import atomic_write
 
-SCHEMA_VERSION = 2  # 2: per-layer windows and bias corrections (a version-1 build would misread them)
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3  # 2: per-layer windows and bias corrections; 3: the manifest's behaviour is sealed
+READABLE_VERSIONS = (1, 2, 3)
+SEALED_FIELDS = ("graph", "T", "windows", "shift", "labels", "input", "latency_steps", "weights_sha256")
 FORMAT = "tsc-snn"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
@@ -42,6 +45,12 @@ def weights_sha256(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """Hash of the manifest fields that decide what the network computes (canonical JSON)."""
+    sealed = {k: manifest.get(k) for k in SEALED_FIELDS}
+    return hashlib.sha256(json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
     """Write a checkpoint (a directory, or one file for a .safetensors path); returns the manifest."""
     path = Path(path)
@@ -52,6 +61,7 @@ def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[st
         "format": FORMAT,
         "weights_sha256": weights_sha256(tensors),
     }
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
     text = json.dumps(manifest, indent=1)
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,5 +119,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
         raise CheckpointError(
             f"{path}: weights do not match the manifest's sha256 (tampered or corrupt): "
             f"expected {expected}, found {actual}"
+        )
+    if (version >= 3 or "manifest_sha256" in manifest) and manifest.get("manifest_sha256") != manifest_sha256(
+        manifest
+    ):
+        raise CheckpointError(
+            f"{path}: the manifest's behaviour-defining fields ({', '.join(SEALED_FIELDS)}) were edited "
+            "after it was written (manifest_sha256 does not match); convert the model again"
         )
     return manifest, tensors

@@ -48,6 +48,7 @@ class Population:
     origin: str = ""  # where it came from in the traced model (module path or node)
     window: int = 0  # the window it speaks in (output: the window it integrates in)
     quantised: Quantised | None = None  # set when the trained ANN itself clip-floor quantised it
+    clip: float | None = None  # neuron: the ANN clips its activation at this value (ReLU6: 6)
 
     @property
     def size(self) -> int:
@@ -130,6 +131,7 @@ class Graph:
                     "pool": p.pool.params() if p.pool else {},
                     "origin": p.origin,
                     "quantised": p.quantised,
+                    "clip": p.clip,
                 }
             )
         return {"populations": pops}, tensors
@@ -161,6 +163,7 @@ class Graph:
                     MaxPool(**p["pool"]) if p["pool"] else None,
                     p.get("origin", ""),
                     quantised=Quantised(*p["quantised"]) if p.get("quantised") else None,
+                    clip=p.get("clip"),
                 )
             )
         return cls(pops)

@@ -12,7 +12,7 @@ from torch import Tensor
 from converter import engines
 from converter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from converter.counting import ann_macs, fanouts, term_fanouts
-from converter.engines import fast, rate
+from converter.engines import ann, fast, rate
 from converter.graph import Graph
 from converter.results import RunResult
 from converter.windows import Schedule, check_windows, uniform
@@ -35,6 +35,11 @@ class InputSpec:
         if images.dim() != 4 or tuple(images.shape[1:]) != want:
             raise ValueError(
                 f"expected images of shape (N, {', '.join(map(str, want))}), got {tuple(images.shape)}"
+            )
+        low, high = (images.min().item(), images.max().item()) if images.numel() else (0, 0)
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"expected pixels in [0, 1], got values in [{low:.4g}, {high:.4g}] (divide by 255)"
             )
 
 
@@ -202,6 +207,25 @@ class SpikingNetwork:
         return save_checkpoint(path, {**self.manifest, "graph": spec}, tensors)
 
 
+def _dry_run(net: SpikingNetwork, path: str | Path) -> None:
+    """Run one blank image through the graph so that a malformed one fails at load, not at run time."""
+    spec, by_name = net.input_spec, net.graph.by_name
+
+    def check_shape(name: str, activation: Tensor) -> None:
+        if tuple(activation.shape[1:]) != by_name[name].shape:
+            raise ValueError(
+                f"layer {name!r} computes {tuple(activation.shape[1:])}, not {by_name[name].shape}"
+            )
+
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, spec.channels, spec.height, spec.width)
+            check_shape("output", ann.forward(net.graph, x, on_neuron=check_shape, lams=net.lams))
+    except (RuntimeError, ValueError, IndexError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: the graph cannot run on its own input ({first})") from None
+
+
 def load(path: str | Path) -> SpikingNetwork:
     """Load and verify a checkpoint written by ``SpikingNetwork.save``."""
     manifest, tensors = load_checkpoint(path)
@@ -236,6 +260,7 @@ def load(path: str | Path) -> SpikingNetwork:
         )
         if manifest["T"] != net.T or net.timesteps != manifest.get("latency_steps", net.timesteps):
             raise CheckpointError(f"{path}: T and latency_steps disagree with the windows")
+        _dry_run(net, path)
         return net
     except CheckpointError:
         raise

@@ -1,7 +1,8 @@
 """``convert()``: the conversion pipeline, step by step (trace, calibrate, allocate windows, assemble).
 
 1. trace the ANN with torch.fx into populations and synapse paths, BatchNorm and pooling folded
-   (``converter.trace``, ``converter.fold``);
+   (``converter.trace``, ``converter.fold``), and check the result computes what the model computes
+   (``converter.selfcheck``);
 2. calibrate a threshold ``lam_l`` per neuron layer for its window ``T_l`` (``converter.calibrate``,
    ``converter.error_aware``), or read it from a clip-floor trained activation;
 3. choose the windows: given, trained, or allocated within an accuracy budget (``converter.allocate``);
@@ -23,6 +24,7 @@ from converter.engines import ann
 from converter.error_aware import calibrate_error_aware
 from converter.graph import Graph
 from converter.network import InputSpec, SpikingNetwork
+from converter.selfcheck import self_check
 from converter.trace import trace_model
 from converter.windows import check_windows, uniform
 
@@ -48,6 +50,9 @@ def _calibrate(
             fixed=fixed,
         )
     lams, report = calibrate(graph, images, cal, windows, shift, batch_size, skip=frozenset(fixed))
+    for p in graph.neurons:  # a clipped ReLU's threshold never exceeds its clip
+        if p.clip is not None and p.name in lams:
+            lams[p.name] = lams[p.name].clamp_max(p.clip)
     for k, v in fixed.items():
         lams[k] = v.float()
         report[k] = {"lam": v.tolist(), "method": "trained clip-floor"}
@@ -90,9 +95,20 @@ def convert(
     if T == "auto" and not (max_T >= 1 and max_drop >= 0):
         raise ValueError(f"T='auto' needs max_T >= 1 and max_drop >= 0, got {max_T} and {max_drop}")
     images = calibration_images.detach().float()
+    low, high = images.min().item(), images.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"calibration images must be pixels in [0, 1], got values in [{low:.4g}, {high:.4g}] "
+            "(divide 8-bit pixels by 255; normalise inside the model)"
+        )
     cal = Calibration(method, percentile, per_channel, bias_correction)
-    # 1. trace: populations and synapse paths, BatchNorm and pooling folded
-    graph, fixed = trace_model(model, images[:1])
+    was_training = model.training
+    try:
+        # 1. trace: populations and synapse paths, BatchNorm and pooling folded; checked against the model
+        graph, fixed = trace_model(model, images[:1])
+        self_check(model, images)
+    finally:
+        model.train(was_training)
     described = {
         "source_model": type(model).__name__,
         "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -15,6 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from converter.graph import Kind, Population
+    from converter.raster import RasterLayer
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class LayerImage:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's logits, class probabilities and operation counts from one engine."""
+    """One image's logits, class probabilities and operation counts from one engine (and its raster)."""
 
     engine: str
     logits: list[float]
@@ -66,6 +67,7 @@ class ImageResult:
     neuron_updates: int
     ann_macs: int
     layers: list[LayerImage]
+    raster: list[RasterLayer] | None = None  # TSC engines, when asked: the image's spike raster
 
     @property
     def memory_accesses(self) -> int:

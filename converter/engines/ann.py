@@ -2,6 +2,7 @@
 
     a_in = x,   a_l = relu(sum_t W_t a_src + b_l),   a_sw = maxpool(a_src),   logits = sum_t W_t a_src + b_out
 
+(``min(relu(.), c)`` for a clipped ReLU such as ReLU6.)
 A layer trained with the clip-floor activation keeps it: ``a_l = lam_l * clip(floor(T_l z_l / lam_l + s),
 0, T_l) / T_l``. Its cost is the dense multiply-accumulates of every conv and linear (``ann_macs``)."""
 
@@ -49,7 +50,7 @@ def forward(
         if p.kind == "output":
             return z
         trained = lams is not None and p.quantised
-        act[p.name] = dequantised(z, lams[p.name], *p.quantised) if trained else torch.relu(z)
+        act[p.name] = dequantised(z, lams[p.name], *p.quantised) if trained else z.clamp(0, p.clip)
         if on_neuron is not None:
             on_neuron(p.name, act[p.name])
     raise ValueError("graph has no output population")

@@ -7,8 +7,11 @@ without a rule is refused with a ``ConversionError`` that names the node.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -51,7 +54,19 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
         graph = _Tracer().trace(model)
         return fx.GraphModule(model, graph, type(model).__name__)
     except Exception as e:  # fx raises many exception types for untraceable code
-        raise ConversionError(f"torch.fx could not trace {type(model).__name__}: {e}") from None
+        raise ConversionError(f"torch.fx could not trace {type(model).__name__}{_where(e)}: {e}") from None
+
+
+def _where(e: BaseException) -> str:
+    """`` at FILE:LINE (in FUNCTION): CODE``: the innermost frame of the traceback outside torch, if any."""
+    torch_dir = Path(torch.__file__).parent
+    frames = [
+        f for f in traceback.extract_tb(e.__traceback__) if not Path(f.filename).is_relative_to(torch_dir)
+    ]
+    if not frames or Path(frames[-1].filename) == Path(__file__):
+        return ""
+    f = frames[-1]
+    return f" at {f.filename}:{f.lineno} (in {f.name}): {(f.line or '').strip()}"
 
 
 def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Tensor]]:

@@ -135,19 +135,31 @@ class Builder:
         return Pop(pop.name)
 
     def neuron(
-        self, node: fx.Node, v: Value, lam: Tensor | None = None, quantised: Quantised | None = None
+        self,
+        node: fx.Node,
+        v: Value,
+        lam: Tensor | None = None,
+        quantised: Quantised | None = None,
+        clip: float | None = None,
     ) -> Pop:
         """A ReLU: a neuron population integrating ``v`` (or ``v`` itself when already non-negative).
 
-        ``lam`` and ``quantised`` come from a trained clip-floor activation.
+        ``lam`` and ``quantised`` come from a trained clip-floor activation; ``clip`` is the upper bound
+        of a clipped ReLU (ReLU6, ``clamp(0, c)``), which caps the layer's threshold.
         """
-        if isinstance(v, Pop):
+        if isinstance(v, Pop) and clip is None:
             return v
         origin = str(node.target) if node.op == "call_module" else node.name
         if isinstance(v, PendingMax):
             inner = self.add_population(
                 Population(
-                    f"{node.name}_pre", "neuron", v.shape, v.value.terms, origin=origin, quantised=quantised
+                    f"{node.name}_pre",
+                    "neuron",
+                    v.shape,
+                    v.value.terms,
+                    origin=origin,
+                    quantised=quantised,
+                    clip=clip,
                 )
             )
             if lam is not None:
@@ -165,6 +177,7 @@ class Builder:
                 self.affine(node, v).terms,
                 origin=origin,
                 quantised=quantised,
+                clip=clip,
             )
         )
         if lam is not None:

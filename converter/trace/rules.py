@@ -148,6 +148,34 @@ def _relu_module(b: Builder, node: fx.Node, m: nn.Module) -> Value:
     return b.neuron(node, b.tensor(node))
 
 
+def _clipped_relu(b: Builder, node: fx.Node, low: Any, high: Any) -> Value:
+    """``clamp(x, low, high)`` as a neuron layer: ``low`` must be 0 (a ReLU), ``high`` a bound or None."""
+    if not isinstance(low, (int, float)) or low != 0:
+        raise b.fail(
+            node, f"a clamp with lower bound {low!r} is not a ReLU; only a lower bound of 0 converts"
+        )
+    if high is not None and (not isinstance(high, (int, float)) or high <= 0):
+        raise b.fail(node, f"a clipped ReLU needs a positive upper bound, got {high!r}")
+    return b.neuron(node, b.tensor(node), clip=None if high is None else float(high))
+
+
+@register_module(nn.ReLU6)
+def _relu6_module(b: Builder, node: fx.Node, m: nn.ReLU6) -> Value:
+    return _clipped_relu(b, node, 0, 6.0)
+
+
+@register_module(nn.Hardtanh)
+def _hardtanh_module(b: Builder, node: fx.Node, m: nn.Hardtanh) -> Value:
+    return _clipped_relu(b, node, m.min_val, m.max_val)
+
+
+@register_module(nn.Threshold)
+def _threshold_module(b: Builder, node: fx.Node, m: nn.Threshold) -> Value:
+    if m.threshold != 0 or m.value != 0:
+        raise b.fail(node, f"Threshold({m.threshold}, {m.value}) is a ReLU only as Threshold(0, 0)")
+    return _clipped_relu(b, node, 0, None)
+
+
 @register_module(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 def _identity_module(b: Builder, node: fx.Node, m: nn.Module) -> Value:
     return b.tensor(node)
@@ -193,6 +221,32 @@ def _maxpool_module(b: Builder, node: fx.Node, m: nn.MaxPool2d) -> Value:
 @register_method("relu", "relu_")
 def _relu_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.neuron(node, b.tensor(node))
+
+
+@register_function(F.relu6)
+def _relu6_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    return _clipped_relu(b, node, 0, 6.0)
+
+
+@register_function(F.hardtanh, F.hardtanh_)
+def _hardtanh_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    return _clipped_relu(b, node, b.arg(node, 1, "min_val", -1.0), b.arg(node, 2, "max_val", 1.0))
+
+
+@register_function(torch.clamp, torch.clip, torch.clamp_min)
+@register_method("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_")
+def _clamp_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    if getattr(node.target, "__name__", node.target) in ("clamp_min", "clamp_min_"):
+        return _clipped_relu(b, node, b.arg(node, 1, "min"), None)
+    return _clipped_relu(b, node, b.arg(node, 1, "min"), b.arg(node, 2, "max"))
+
+
+@register_function(F.threshold)
+def _threshold_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    threshold, value = b.arg(node, 1, "threshold"), b.arg(node, 2, "value")
+    if threshold != 0 or value != 0:
+        raise b.fail(node, f"threshold({threshold}, {value}) is a ReLU only as threshold(0, 0)")
+    return _clipped_relu(b, node, 0, None)
 
 
 @register_function(F.dropout, F.dropout2d, F.dropout1d, F.alpha_dropout)

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from converter import CheckpointError, convert, load
+from converter.checkpoint import manifest_sha256
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -36,7 +37,7 @@ def test_round_trip(net, tmp_path, layout):
     assert torch.equal(a.logits, b.logits) and torch.equal(a.synaptic_additions, b.synaptic_additions)
     assert again.labels == list("abcde") and again.name == "tiny" and again.T == 8
     assert again.manifest["provenance"]["dataset"] == "synthetic"
-    assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 2
+    assert len(manifest["weights_sha256"]) == 64 and manifest["schema_version"] == 3
 
 
 def test_round_trip_keeps_per_layer_windows(net, tmp_path):
@@ -169,6 +170,7 @@ def test_inconsistent_manifest(net, tmp_path):
     path = _dir(net, tmp_path)
     m = json.loads((path / "manifest.json").read_text())
     del m["graph"]
+    m["manifest_sha256"] = manifest_sha256(m)  # consistent seal, inconsistent content
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(CheckpointError, match="incomplete or inconsistent"):
         load(path)
@@ -184,3 +186,38 @@ def test_plain_safetensors_without_manifest(tmp_path):
 def test_not_a_checkpoint_dir(tmp_path):
     with pytest.raises(CheckpointError, match=r"manifest\.json is missing"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("T", 4), ("shift", 0.0), ("labels", list("edcba")), ("windows", None), ("input", {"channels": 1})],
+)
+def test_edited_behaviour_fields_are_refused(net, tmp_path, field, value):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    m[field] = value
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="were edited after it was written"):
+        load(path)
+
+
+def test_descriptive_fields_may_be_edited(net, tmp_path):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    m["provenance"]["note"] = "retrained on Tuesday"
+    m["accuracy"] = {"tsc": 0.5}
+    (path / "manifest.json").write_text(json.dumps(m))
+    assert load(path).provenance["note"] == "retrained on Tuesday"
+
+
+def test_malformed_graph_fails_at_load_not_at_run_time(net, tmp_path):
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    conv = next(
+        op for p in m["graph"]["populations"] for t in p["terms"] for op in t["ops"] if op["kind"] == "conv2d"
+    )
+    conv["params"]["stride"] = [5, 5]
+    m["manifest_sha256"] = manifest_sha256(m)  # re-sealed: only the dry run can tell
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="the graph cannot run on its own input"):
+        load(path)

@@ -91,7 +91,7 @@ class Bad(nn.Module):
     [
         (nn.Sigmoid(), ["block.1", "Sigmoid"]),
         (nn.LayerNorm([4, 6, 6]), ["block.1", "LayerNorm"]),
-        (nn.ReLU6(), ["block.1", "ReLU6"]),
+        (nn.GELU(), ["block.1", "GELU"]),
     ],
 )
 def test_unsupported_modules_are_named(act, words):
@@ -180,3 +180,110 @@ def test_subclass_that_keeps_forward_converts_like_its_base():
     net = convert(model, x, T=8)
     assert [p.name for p in net.graph.neurons] == ["_1"]
     torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+
+
+def test_untraceable_model_error_names_the_code_location():
+    with pytest.raises(ConversionError, match=r"test_trace\.py:\d+ \(in forward\): if x\.sum\(\) > 0"):
+        convert(Branchy(), torch.rand(2, 3, 8, 8))
+
+
+class Doubler(nn.Module):
+    """A module whose rule (registered below, on purpose wrongly) says it is the identity."""
+
+    def forward(self, x):
+        return 2 * x
+
+
+def test_self_check_refuses_a_rule_that_computes_something_else():
+    from converter.trace.rules import MODULE_RULES, register_module
+
+    register_module(Doubler)(lambda b, node, m: b.tensor(node))
+    try:
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.ReLU(),
+            Doubler(),
+            nn.Conv2d(4, 4, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64, 2),
+        )
+        with pytest.raises(ConversionError, match=r"self-check failed: layer '_4' \(from 4\)"):
+            convert(model.eval(), torch.rand(4, 3, 8, 8))
+    finally:
+        del MODULE_RULES[Doubler]
+
+
+def test_calibration_pixels_outside_unit_range_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\], got values in \[0, 255\]"):
+        convert(model, torch.randint(0, 256, (4, 3, 8, 8)).float())
+
+
+def test_convert_restores_the_models_training_mode():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    model.train()
+    convert(model, torch.rand(4, 3, 8, 8), T=4)
+    assert model.training and all(m.training for m in model.modules())
+
+
+class Clipped(nn.Module):
+    """conv -> a clipped ReLU spelled ``act`` -> conv -> ReLU -> linear."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.conv, self.act, self.conv2 = nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(self.act(self.conv(x) * 4))).flatten(1))
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize(
+    ("act", "clip"),
+    [
+        (nn.ReLU6(), 6.0),
+        (nn.Hardtanh(0.0, 2.0), 2.0),
+        (nn.Threshold(0.0, 0.0), None),
+        (Fn(F.relu6), 6.0),
+        (Fn(lambda x: F.hardtanh(x, 0.0, 2.0)), 2.0),
+        (Fn(lambda x: torch.clamp(x, min=0)), None),
+        (Fn(lambda x: x.clamp(0, 1.5)), 1.5),
+        (Fn(lambda x: x.clip(min=0.0, max=1.5)), 1.5),
+        (Fn(lambda x: torch.clamp_min(x, 0)), None),
+        (Fn(lambda x: F.threshold(x, 0.0, 0.0)), None),
+    ],
+)
+def test_clipped_relus_convert_with_their_clip(act, clip):
+    torch.manual_seed(0)
+    model = Clipped(act).eval()
+    x = torch.rand(8, 3, 8, 8)
+    net = convert(model, x, T=16)
+    assert net.graph.neurons[0].clip == clip
+    if clip is not None:
+        assert float(net.lam(net.graph.neurons[0].name)) <= clip
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+    assert torch.equal(net.run(x, "fast").synaptic_additions, net.run(x, "stepped").synaptic_additions)
+
+
+@pytest.mark.parametrize(
+    ("act", "words"),
+    [
+        (Fn(lambda x: x.clamp(max=1.0)), "lower bound None is not a ReLU"),
+        (nn.Hardtanh(), "lower bound -1.0 is not a ReLU"),
+        (nn.Threshold(0.1, 0.0), "Threshold(0.1, 0.0) is a ReLU only as Threshold(0, 0)"),
+    ],
+)
+def test_clamps_that_are_not_relus_are_refused(act, words):
+    with pytest.raises(ConversionError) as e:
+        convert(Clipped(act).eval(), torch.rand(4, 3, 8, 8))
+    assert words in str(e.value)
