@@ -30,7 +30,7 @@ from converter.ops import (
 )
 from converter.quantise import ClipFloor, InputQuant
 from converter.trace.arithmetic import binary
-from converter.trace.builder import Builder, Pop, Value
+from converter.trace.builder import Affine, Builder, PendingMax, Pop, Value
 
 Rule = Callable[[Builder, fx.Node, Any], Value]
 
@@ -340,6 +340,25 @@ def _maxpool_fn(b: Builder, node: fx.Node, _: Any) -> Value:
         b.arg(node, 5, "ceil_mode", False),
     )
     return b.max_pool(node, b.tensor(node), params)
+
+
+@register_function(torch.cat, torch.concat, torch.concatenate)
+def _cat_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    """Channel concatenation: the union of populations, each term zero-padded to its channel range."""
+    parts, dim = b.arg(node, 0, "tensors"), b.arg(node, 1, "dim", 0)
+    ndim = len(b.shape(node)) + 1
+    if not isinstance(dim, int) or dim % ndim != 1:
+        raise b.fail(node, f"concatenation along dim {dim}: only the channel dimension (1) is supported")
+    inputs = node.args[0] if node.args else node.kwargs["tensors"]
+    sizes = [b.shape(n)[0] if isinstance(n, fx.Node) else None for n in inputs]
+    if any(s is None for s in sizes) or not all(isinstance(v, (Pop, Affine, PendingMax)) for v in parts):
+        raise b.fail(node, "every operand of a concatenation must be an activation tensor")
+    total, before, terms = sum(sizes), 0, []
+    for v, size in zip(parts, sizes, strict=True):
+        pad = Pad([0, 0] * (ndim - 2) + [before, total - before - size])
+        terms += b.apply(node, v, pad).terms
+        before += size
+    return Affine(terms)
 
 
 @register_function(F.pad)

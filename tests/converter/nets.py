@@ -23,10 +23,13 @@ class NetConfig:
     pool: str = "avg"  # "avg", "max" or "none"
     size: int = 8
     classes: int = 5
+    act: str = "relu"  # first activation: "relu", "relu6" or "clamp" (clamp(0, 0.75))
+    concat: bool = False  # a DenseNet-style channel concatenation, squeezed back by a 1x1 conv
 
 
 class SmallNet(nn.Module):
-    """conv, [BN], ReLU, conv, [BN] (+ identity), ReLU, pool, strided conv, ReLU, global pool, linear."""
+    """conv, [BN], act, [cat with conv-ReLU, 1x1 conv, ReLU], conv, [BN] (+ identity), ReLU, pool,
+    strided conv, ReLU, global pool, linear."""
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
@@ -39,9 +42,15 @@ class SmallNet(nn.Module):
         self.pool = {"avg": nn.AvgPool2d(2), "max": nn.MaxPool2d(2), "none": nn.Identity()}[cfg.pool]
         self.conv3 = nn.Conv2d(c, 2 * c, cfg.kernel, cfg.stride, cfg.padding, bias=cfg.bias)
         self.fc = nn.Linear(2 * c, cfg.classes)
+        if cfg.concat:
+            self.grow = nn.Conv2d(c, c, 3, 1, 1, bias=cfg.bias)
+            self.squeeze = nn.Conv2d(2 * c, c, 1, bias=cfg.bias)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.bn1(self.conv1(x))
+        x = {"relu": F.relu, "relu6": F.relu6, "clamp": lambda v: v.clamp(0, 0.75)}[self.cfg.act](x)
+        if self.cfg.concat:
+            x = F.relu(self.squeeze(torch.cat([x, F.relu(self.grow(x))], dim=1)))
         y = self.bn2(self.conv2(x))
         if self.cfg.residual:
             y = y + x

@@ -68,6 +68,7 @@ def test_every_term_fanout_matches_dense_jacobian():
         NetConfig(pool="avg", stride=2, padding=0),
         NetConfig(pool="max", kernel=1, residual=False),
         NetConfig(residual=True, size=6, stride=2),
+        NetConfig(concat=True, act="relu6", pool="max"),
     ):
         x = images(4, cfg.size)
         net = convert(make_net(cfg), x, T=4)

@@ -21,6 +21,8 @@ configs = st.builds(
     residual=st.booleans(),
     pool=st.sampled_from(["avg", "max", "none"]),
     size=st.sampled_from([6, 8]),
+    act=st.sampled_from(["relu", "relu6", "clamp"]),
+    concat=st.booleans(),
 )
 
 
