@@ -47,13 +47,19 @@ def fanouts(graph: Graph, per_term: dict[str, list[Tensor]]) -> dict[str, Tensor
 
 
 def ann_macs(graph: Graph) -> int:
-    """Multiply-accumulates of the dense ANN forward for one image (conv and linear layers)."""
-    total = 0
+    """Multiply-accumulates of the dense ANN forward for one image: each conv and linear call once.
+
+    A call whose output several terms consume (a pre-activation feeding a BN-ReLU and a shortcut) sits
+    in each of their chains; the ANN computes it once, so it is counted once (by its ``origin``).
+    """
+    total, counted = 0, set()
     for p in graph.populations:
         for t in p.terms:
-            ops = [op.to(torch.float32) for op in t.ops]
             x = torch.zeros(1, *graph.by_name[t.source].shape)
-            for op in ops:
-                total += op.macs(tuple(x.shape[1:]))
+            for op in (op.to(torch.float32) for op in t.ops):
+                origin = getattr(op, "origin", "")
+                if not (origin and origin in counted):
+                    total += op.macs(tuple(x.shape[1:]))
+                    counted.add(origin)
                 x = op.forward(x, bias=False)
     return total

@@ -73,6 +73,7 @@ class Conv2d(Op):
     padding: list[int] = field(default_factory=lambda: [0, 0])
     dilation: list[int] = field(default_factory=lambda: [1, 1])
     groups: int = 1
+    origin: str = ""  # the traced call it came from: the ANN computes it once, whatever consumes it
 
     def _conv(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
@@ -94,6 +95,7 @@ class Linear(Op):
     TENSORS: ClassVar[tuple[str, ...]] = ("weight", "bias")
     weight: Tensor = field(repr=False, default=None)
     bias: Tensor | None = field(repr=False, default=None)
+    origin: str = ""  # the traced call it came from: the ANN computes it once, whatever consumes it
 
     def forward(self, x: Tensor, bias: bool = True) -> Tensor:
         return F.linear(x, self.weight, self.bias if bias else None)

@@ -124,13 +124,14 @@ def _conv_module(b: Builder, node: fx.Node, m: nn.Conv2d) -> Value:
         padding=list(padding),
         dilation=list(m.dilation),
         groups=m.groups,
+        origin=node.name,
     )
     return b.apply(node, b.tensor(node), op)
 
 
 @register_module(nn.Linear)
 def _linear_module(b: Builder, node: fx.Node, m: nn.Linear) -> Value:
-    op = Linear(weight=m.weight.detach(), bias=None if m.bias is None else m.bias.detach())
+    op = Linear(weight=m.weight.detach(), bias=None if m.bias is None else m.bias.detach(), origin=node.name)
     return b.apply(node, b.tensor(node), op)
 
 

@@ -101,3 +101,26 @@ def test_ann_macs_dense_count():
     net = convert(model, torch.rand(2, 2, 9, 9), T=4)
     # c1: 3 x 5 x 5 outputs x (2*3*3); c2: 4 x 1 x 1 x (3*3*3); fc: 4 x 3
     assert net.ann_macs == 3 * 25 * 18 + 4 * 27 + 12
+
+
+class PreActBlock(torch.nn.Module):
+    """A pre-activation residual step: conv1's output feeds a BN-ReLU and the shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(3)
+        self.c2 = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = torch.nn.Linear(3 * 5 * 5, 4)
+
+    def forward(self, x):
+        y = self.c1(x)
+        z = self.c2(torch.relu(self.bn(y))) + y
+        return self.fc(torch.relu(z).flatten(1))
+
+
+def test_ann_macs_count_a_shared_conv_once():
+    net = convert(PreActBlock().eval(), torch.rand(2, 2, 5, 5), T=4)
+    assert sum(1 for p in net.graph.populations for t in p.terms for op in t.ops if op.kind == "conv2d") == 3
+    # c1 (in two chains, computed once): 3 x 25 x 18; c2: 3 x 25 x 27; fc: 4 x 75
+    assert net.ann_macs == 3 * 25 * 18 + 3 * 25 * 27 + 4 * 75
