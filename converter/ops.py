@@ -213,9 +213,33 @@ class Pad(Op):
         return F.pad(x, self.pad)
 
 
+@dataclass
+class ChannelPermutation(Op):
+    """Channel ``i`` of the output is channel ``order[i]`` of the input (channel shuffle)."""
+
+    kind: ClassVar[str] = "channel_permutation"
+    order: list[int] = field(default_factory=list)
+
+    def forward(self, x: Tensor, bias: bool = True) -> Tensor:
+        return x[:, self.order]
+
+    def structure(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
 OP_TYPES: dict[str, type[Op]] = {
     cls.kind: cls
-    for cls in (Conv2d, Linear, ChannelAffine, AvgPool2d, AdaptiveAvgPool2d, Flatten, Slice, Pad)
+    for cls in (
+        Conv2d,
+        Linear,
+        ChannelAffine,
+        AvgPool2d,
+        AdaptiveAvgPool2d,
+        Flatten,
+        Slice,
+        Pad,
+        ChannelPermutation,
+    )
 }
 
 

@@ -21,6 +21,7 @@ from converter.graph import Quantised
 from converter.ops import (
     AdaptiveAvgPool2d,
     AvgPool2d,
+    ChannelPermutation,
     Conv2d,
     Flatten,
     Linear,
@@ -360,6 +361,26 @@ def _cat_fn(b: Builder, node: fx.Node, _: Any) -> Value:
         terms += b.apply(node, v, pad).terms
         before += size
     return Affine(terms)
+
+
+def _shuffle(b: Builder, node: fx.Node, groups: Any) -> Value:
+    """Channel shuffle in ``groups``: output channel ``g * G + j`` is input channel ``j * C / G + g``."""
+    channels = b.shape(node)[0]
+    if not isinstance(groups, int) or groups < 1 or channels % groups:
+        raise b.fail(node, f"channel shuffle needs a group count dividing {channels}, got {groups!r}")
+    per_group = channels // groups
+    order = [j * per_group + g for g in range(per_group) for j in range(groups)]
+    return b.apply(node, b.tensor(node), ChannelPermutation(order))
+
+
+@register_module(nn.ChannelShuffle)
+def _shuffle_module(b: Builder, node: fx.Node, m: nn.ChannelShuffle) -> Value:
+    return _shuffle(b, node, m.groups)
+
+
+@register_function(F.channel_shuffle, torch.channel_shuffle)
+def _shuffle_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    return _shuffle(b, node, b.arg(node, 1, "groups"))
 
 
 @register_function(F.pad)
