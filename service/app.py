@@ -12,7 +12,7 @@ from service.auth import require_api_key
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.metrics import RequestMetricsMiddleware
-from service.routers import classify, health, metrics, models
+from service.routers import classify, docs, health, metrics, models, page, v2
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -21,7 +21,8 @@ Classify images with Temporal-Switch-Coding spiking networks converted from trai
 
 Every answer reports what it cost: SNN latency in time steps, spikes in total and per layer, synaptic
 additions, memory accesses, neuron updates, the ANN's multiply-accumulates for the same network, and an
-energy estimate with its constants named. `compare=true` adds the ANN's and a rate-coded SNN's figures.
+energy estimate with its constants named. `compare=true` adds the ANN's and a rate-coded SNN's figures,
+`raster=true` the image's spike raster; the page at `/` draws all of it for people.
 """
 
 
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; its lifespan starts the worker threads and loads every checkpoint of TSC_MODEL_DIR.
 
     Classify and model routes need TSC_API_KEY when one is set (and only then does OpenAPI declare it);
-    health, metrics and the docs stay open for probes and scrapers.
+    health, metrics, the docs and the page stay open for probes, scrapers and people.
     """
     runtime = Runtime(settings or Settings())
 
@@ -46,14 +47,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by service.routers.docs from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     install_error_handlers(app)
     protected = [Depends(require_api_key)] if runtime.settings.api_key is not None else []
-    for router in (classify.router, models.router):
+    for router in (classify.router, models.router, v2.router):
         app.include_router(router, dependencies=protected)
-    for router in (health.router, metrics.router):
+    for router in (health.router, metrics.router, page.router, docs.router):
         app.include_router(router)
+    app.mount(page.ASSETS_URL, page.ASSETS, name="assets")
+    app.mount(docs.ASSETS_URL, docs.ASSETS, name="docs-assets")
     return app

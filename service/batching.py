@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -15,7 +15,7 @@ from service.errors import NotReady, QueueFull
 from service.metrics import Metrics
 
 R = TypeVar("R")
-Infer = Callable[[torch.Tensor, str], Sequence[R]]
+Infer = Callable[[torch.Tensor, str, bool], Sequence[R]]  # images, engine, raster -> results
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Outcome(Generic[R]):
 class _Job(Generic[R]):
     image: torch.Tensor
     engine: str
+    raster: bool
     future: asyncio.Future[Outcome[R]]
     enqueued: float
 
@@ -40,7 +41,7 @@ class Batcher(Generic[R]):
     """Bounded queue of images for one model, drained in batches of up to ``max_batch_size``.
 
     A batch closes when it is full or ``max_delay_s`` after its first image arrived; its images are grouped by
-    engine and each group is run by ``infer`` on ``executor``, never on the event loop.
+    engine (and raster) and each group is run by ``infer`` on ``executor``, never on the event loop.
     """
 
     def __init__(
@@ -64,14 +65,19 @@ class Batcher(Generic[R]):
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{model}")
 
-    async def submit(self, images: Sequence[torch.Tensor], engines: Sequence[str]) -> list[list[Outcome[R]]]:
-        """Queue each image once per engine (all or none); await the outcomes: a list per engine, in order."""
+    async def submit(
+        self, images: Sequence[torch.Tensor], engines: Sequence[str], raster: Collection[str] = ()
+    ) -> list[list[Outcome[R]]]:
+        """Queue each image once per engine (all or none), rasters on ``raster``'s; outcomes per engine."""
         if self._closing:
             raise NotReady("the server is shutting down")
         self.ensure_room(len(images) * len(engines))
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
-        jobs = [[_Job(image, engine, loop.create_future(), now) for image in images] for engine in engines]
+        jobs = [
+            [_Job(image, engine, engine in raster, loop.create_future(), now) for image in images]
+            for engine in engines
+        ]
         for job in (job for group in jobs for job in group):
             self._queue.put_nowait(job)
         self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
@@ -97,8 +103,9 @@ class Batcher(Generic[R]):
         while True:
             batch = await self._collect()
             self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
-            for engine in dict.fromkeys(job.engine for job in batch):
-                await self._run_group([job for job in batch if job.engine == engine], engine)
+            for engine, raster in dict.fromkeys((job.engine, job.raster) for job in batch):
+                group = [job for job in batch if (job.engine, job.raster) == (engine, raster)]
+                await self._run_group(group, engine, raster)
             for _ in batch:
                 self._queue.task_done()
 
@@ -120,10 +127,10 @@ class Batcher(Generic[R]):
                 break
         return batch
 
-    def _stacked(self, images: list[torch.Tensor], engine: str) -> Sequence[R]:
-        return self._infer(torch.stack(images), engine)
+    def _stacked(self, images: list[torch.Tensor], engine: str, raster: bool) -> Sequence[R]:
+        return self._infer(torch.stack(images), engine, raster)
 
-    async def _run_group(self, jobs: list[_Job[R]], engine: str) -> None:
+    async def _run_group(self, jobs: list[_Job[R]], engine: str, raster: bool) -> None:
         jobs = [job for job in jobs if not job.future.done()]  # drop images whose client went away
         if not jobs:
             return
@@ -131,7 +138,7 @@ class Batcher(Generic[R]):
         images = [job.image for job in jobs]
         try:
             results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._stacked, images, engine
+                self._executor, self._stacked, images, engine, raster
             )
         except Exception as exc:
             for job in jobs:

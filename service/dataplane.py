@@ -15,6 +15,7 @@ import torch
 from converter.engines import BASELINES, ENGINES
 from converter.results import ImageResult
 from service.batching import Outcome
+from service.errors import ModelNotFound
 from service.metrics import Metrics
 from service.registry import ModelStore, ServedModel
 
@@ -43,16 +44,26 @@ class DataPlane:
     def __init__(self, store: ModelStore, metrics: Metrics) -> None:
         self.store, self.metrics = store, metrics
 
-    def model(self, name: str | None) -> ServedModel:
-        """The named model, or the default one; ``NotReady`` or ``ModelNotFound`` otherwise."""
-        return self.store.get(name)
+    def model(self, name: str | None, version: str | None = None) -> ServedModel:
+        """The named model (of ``version`` when given), or the default; ``NotReady`` or ``ModelNotFound``."""
+        served = self.store.get(name)
+        if version is not None and version != served.net.version:
+            raise ModelNotFound(
+                f"model {served.name!r} has no version {version!r}; it serves version {served.net.version!r}"
+            )
+        return served
 
     async def infer(
-        self, served: ServedModel, images: Sequence[torch.Tensor], engine: str, compare: bool
+        self,
+        served: ServedModel,
+        images: Sequence[torch.Tensor],
+        engine: str,
+        compare: bool,
+        raster: bool = False,
     ) -> Inference:
-        """Run ``images`` (decoded for ``served``) on ``engine``, and on the baselines when ``compare``."""
+        """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked."""
         engines = (engine, *BASELINES) if compare else (engine,)
-        outcomes = await served.submit(images, engines)
+        outcomes = await served.submit(images, engines, raster=(engine,) if raster else ())
         for name, runs in outcomes.items():
             if ENGINES[name].spikes:
                 for outcome in runs:

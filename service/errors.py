@@ -1,16 +1,21 @@
-"""Error types of the service and the handlers that turn every failure into ``{"error", "detail"}`` JSON."""
+"""Error types of the service and the handlers that turn every failure into ``{"error", "detail"}`` JSON.
+
+Open Inference Protocol routes (/v2...) answer in that protocol's shape instead, ``{"error": message}``, and
+their request validation failures are its 400 rather than 422.
+"""
 
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,12 @@ class InvalidImage(ServiceError):
     """The upload is not a decodable image."""
 
     status, error = 400, "invalid_image"
+
+
+class InvalidRequest(ServiceError):
+    """An Open Inference Protocol request's inputs, parameters or outputs are invalid."""
+
+    status, error = 400, "invalid_request"
 
 
 class Unauthorized(ServiceError):
@@ -72,36 +83,56 @@ class QueueFull(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
+def is_protocol(scope: Scope) -> bool:
+    """Whether the request is for an Open Inference Protocol route (/v2...), whose errors have its shape."""
+    path = scope["path"].removeprefix(scope.get("root_path", ""))
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def error_response(
-    status: int, error: str, detail: object, headers: dict[str, str] | None = None
+    status: int, error: str, detail: object, headers: dict[str, str] | None = None, *, protocol: bool = False
 ) -> JSONResponse:
-    """The JSON body every error of the service has."""
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    """The JSON body every error has: ``{"error": code, "detail": ...}``, or ``{"error": detail}`` on /v2."""
+    content = {"error": detail} if protocol else {"error": error, "detail": detail}
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
 def _code(status: int) -> str:
     return "payload_too_large" if status == 413 else HTTPStatus(status).phrase.lower().replace(" ", "_")
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON: {error['ctx']['error']}"
+    return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status, exc.error, exc.detail, exc.headers)
+    protocol = is_protocol(request.scope)
+    return error_response(exc.status, exc.error, exc.detail, exc.headers, protocol=protocol)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, _code(exc.status_code), exc.detail, exc.headers)
+    status, protocol = exc.status_code, is_protocol(request.scope)
+    return error_response(status, _code(status), exc.detail, exc.headers, protocol=protocol)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one entry per bad field; on /v2 the protocol's 400 with one message naming them all."""
     assert isinstance(exc, RequestValidationError)
+    if is_protocol(request.scope):
+        detail = "; ".join(_message(e) for e in exc.errors())
+        return error_response(400, InvalidRequest.error, detail, protocol=True)
     fields = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return error_response(422, "invalid_parameters", jsonable_encoder(fields))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error_response(500, "internal_error", "the server failed on this request; the failure is logged")
+    detail = "the server failed on this request; the failure is logged"
+    return error_response(500, "internal_error", detail, protocol=is_protocol(request.scope))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,7 +6,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import error_response, is_protocol
 
 
 class BodyLimitMiddleware:
@@ -24,7 +24,8 @@ class BodyLimitMiddleware:
         detail = f"the request body is over the limit of {self.max_bytes} bytes (TSC_MAX_UPLOAD_BYTES)"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, "payload_too_large", detail)(scope, receive, send)
+            response = error_response(413, "payload_too_large", detail, protocol=is_protocol(scope))
+            await response(scope, receive, send)
             return
         received = 0
 

@@ -11,7 +11,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +60,16 @@ class ServedModel:
     batchers: dict[str, Batcher[ImageResult]]
 
     async def submit(
-        self, images: Sequence[torch.Tensor], engines: Sequence[str]
+        self, images: Sequence[torch.Tensor], engines: Sequence[str], raster: Collection[str] = ()
     ) -> dict[str, list[Outcome[ImageResult]]]:
-        """Run every image on every engine (all queued or none); the outcomes by engine, images in order."""
+        """Run every image on every engine (all or none), rasters on ``raster``'s; the outcomes by engine."""
         lanes: dict[str, list[str]] = {}
         for engine in engines:
             lanes.setdefault(ENGINES[engine].lane, []).append(engine)
         for lane, named in lanes.items():  # check every lane before queueing on any
             self.batchers[lane].ensure_room(len(images) * len(named))
         answers = await asyncio.gather(
-            *(self.batchers[lane].submit(images, named) for lane, named in lanes.items())
+            *(self.batchers[lane].submit(images, named, raster) for lane, named in lanes.items())
         )
         return {
             e: out

@@ -20,6 +20,7 @@ from service.schemas import (
     ModelSummary,
     Operations,
     Prediction,
+    RasterLayer,
     RateFigures,
     Spikes,
 )
@@ -70,7 +71,12 @@ def classification(
             ),
         ),
         comparison=_comparison(inference, i, top, predictions[0].index) if inference.compared else None,
+        raster=None if result.raster is None else [_raster_layer(layer) for layer in result.raster],
     )
+
+
+def _raster_layer(layer: object) -> RasterLayer:
+    return RasterLayer.model_validate(layer, from_attributes=True)
 
 
 def _comparison(inference: Inference, i: int, top: int, snn_top1: int) -> Comparison:

@@ -63,20 +63,19 @@ class Runtime:
 
     async def decode(self, upload: UploadFile, spec: InputSpec) -> torch.Tensor:
         """Read an upload and decode it for a model's input in a decoding thread; errors name the file."""
-        assert self._decoding is not None, "start() first"
         data = await upload.read()
-        args = (
-            data,
-            upload.content_type,
-            spec.channels,
-            spec.height,
-            spec.width,
-            self.settings.max_image_pixels,
-        )
+        return await self.decode_bytes(data, upload.content_type, spec, upload.filename or "upload")
+
+    async def decode_bytes(
+        self, data: bytes, content_type: str | None, spec: InputSpec, name: str
+    ) -> torch.Tensor:
+        """Decode an encoded image for a model's input in a decoding thread; errors start with ``name``."""
+        assert self._decoding is not None, "start() first"
+        args = (data, content_type, spec.channels, spec.height, spec.width, self.settings.max_image_pixels)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._decoding, decode_image, *args)
         except ServiceError as exc:
-            raise type(exc)(f"{upload.filename or 'upload'}: {exc.detail}") from exc
+            raise type(exc)(f"{name}: {exc.detail}") from exc
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -8,6 +8,7 @@ from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
 from converter.engines import ENGINES, TSC_ENGINES
+from service.inference import RASTER_NEURONS_PER_LAYER
 from service.registry import MODEL_NAME_PATTERN
 
 
@@ -34,6 +35,11 @@ class ClassifyOptions(BaseModel):
     )
     compare: bool = Field(
         False, description="Also run the ANN and a rate-coded SNN on the image and report them."
+    )
+    raster: bool = Field(
+        False,
+        description="Also return the image's spike raster: on- and off-spike steps of a fixed sample of at "
+        f"most {RASTER_NEURONS_PER_LAYER} neurons of the input and of each neuron layer, with its window.",
     )
 
 
@@ -151,6 +157,23 @@ class Comparison(BaseModel):
     rate: RateFigures
 
 
+class RasterLayer(BaseModel):
+    """A fixed sample of one layer's neurons and the steps each spikes on and off."""
+
+    name: str
+    kind: str = Field(description="input or neuron.")
+    start: int = Field(description="The first step of the layer's window.")
+    end: int = Field(description="The step the window ends.")
+    neurons: list[int] = Field(
+        description=f"Flat indices of at most {RASTER_NEURONS_PER_LAYER} sampled neurons, ascending, the "
+        "same sample for every image."
+    )
+    on: list[int | None] = Field(
+        description="Each sampled neuron's on-spike step, end - duration, in [start, end); null when silent."
+    )
+    off: int = Field(description="The off-spike step of every neuron that spiked on: the window's end.")
+
+
 class Classification(BaseModel):
     """The answer for one image and what it cost."""
 
@@ -161,6 +184,9 @@ class Classification(BaseModel):
     spikes: Spikes
     operations: Operations
     comparison: Comparison | None = None
+    raster: list[RasterLayer] | None = Field(
+        None, description="With raster=true: the input's and each neuron layer's sampled spikes, in order."
+    )
 
 
 class BatchClassification(BaseModel):
@@ -217,48 +243,3 @@ class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     default_model: str
     models: list[str]
-
-
-class V2Live(BaseModel):
-    """Open Inference Protocol server liveness."""
-
-    live: bool
-
-
-class V2Ready(BaseModel):
-    """Open Inference Protocol server readiness."""
-
-    ready: bool
-
-
-class V2ServerMetadata(BaseModel):
-    """Open Inference Protocol server metadata."""
-
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class V2Tensor(BaseModel):
-    """Open Inference Protocol tensor metadata."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class V2ModelMetadata(BaseModel):
-    """Open Inference Protocol model metadata."""
-
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[V2Tensor]
-    outputs: list[V2Tensor]
-
-
-class V2ModelReady(BaseModel):
-    """Open Inference Protocol model readiness."""
-
-    name: str
-    ready: bool

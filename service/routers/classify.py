@@ -58,7 +58,7 @@ async def _classify(
 ) -> list[Classification]:
     served = runtime.dataplane.model(options.model)
     images = await asyncio.gather(*(runtime.decode(file, served.net.input_spec) for file in files))
-    inference = await runtime.dataplane.infer(served, images, options.engine, options.compare)
+    inference = await runtime.dataplane.infer(served, images, options.engine, options.compare, options.raster)
     server_ms = (time.perf_counter() - request.state.started) * 1000
     return [
         classification(inference, i, options.top_k, server_ms, file.filename) for i, file in enumerate(files)

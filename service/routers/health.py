@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.errors import NotReady
+from service.protocol import V2Live, V2Ready, V2ServerMetadata
 from service.routers.responses import errors
 from service.runtime import Runtime, RuntimeDep
-from service.schemas import Liveness, Readiness, V2Live, V2Ready, V2ServerMetadata
+from service.schemas import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -45,7 +46,7 @@ async def v2_live() -> V2Live:
     return V2Live(live=True)
 
 
-@router.get("/v2/health/ready", responses=errors(503))
+@router.get("/v2/health/ready", responses=errors(503, protocol=True))
 async def v2_ready(runtime: RuntimeDep) -> V2Ready:
     """Open Inference Protocol readiness (503 with the reason when not ready)."""
     _ready(runtime)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.protocol import V2Error
 from service.schemas import ErrorResponse
 
 DESCRIPTIONS = {
@@ -15,8 +16,24 @@ DESCRIPTIONS = {
     422: "A parameter is missing or invalid.",
     503: "Models are not loaded yet, the server is shutting down, or the model's queue is full.",
 }
+PROTOCOL_DESCRIPTIONS = DESCRIPTIONS | {
+    400: "The body is not valid JSON, or an input, parameter or output is invalid (the message names it), "
+    "or it uses the binary tensor data extension, which is not supported.",
+    404: "No loaded model has that name or version.",
+    413: "The request body, its image count or an image's pixel count is over its limit.",
+    415: "The body is not application/json.",
+}
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` entry documenting these error statuses with the ErrorResponse body."""
-    return {status: {"model": ErrorResponse, "description": DESCRIPTIONS[status]} for status in statuses}
+def errors(*statuses: int, protocol: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry documenting these error statuses (of a /v2 route with ``protocol``).
+
+    A /v2 route also documents the 4XX range, which keeps FastAPI from documenting a 422 it never sends.
+    """
+    model, descriptions = (V2Error, PROTOCOL_DESCRIPTIONS) if protocol else (ErrorResponse, DESCRIPTIONS)
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": model, "description": descriptions[status]} for status in statuses
+    }
+    if protocol:
+        documented["4XX"] = {"model": V2Error, "description": 'Every client error is {"error": message}.'}
+    return documented

@@ -1,10 +1,15 @@
-"""Helpers of the service tests: tiny networks, settings, an in-process server and test pictures."""
+"""Helpers of the service tests: tiny networks, settings, in-process and subprocess servers, test pictures."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ from torch import nn
 from service.app import create_app
 from service.settings import Settings
 
+REPO = Path(__file__).resolve().parents[2]
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -72,3 +78,36 @@ def picture(mode: str = "RGB", size: tuple[int, int] = (48, 40)) -> Image.Image:
     rgb = torch.stack([x, y, 255 - x], dim=2).to(torch.uint8)
     rgb[h // 4 : h // 2, w // 4 : w // 2] = 255
     return Image.fromarray(rgb.numpy(), "RGB").convert(mode)
+
+
+@dataclass
+class Server:
+    """A service running as a subprocess: uvicorn serving at ``url``, its output in ``log``."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        """SIGTERM, as ``docker stop`` sends; uvicorn drains, then re-raises the signal to exit with it."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def start(argv: list[str], env: dict[str, str], log: Path, port: int) -> Server:
+    """Run ``argv`` (the service, serving on ``port``) with ``env`` added, and wait until /readyz is 200."""
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return Server(process, url, log, env)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"server not ready in time:\n{log.read_text()}")

@@ -9,6 +9,7 @@ import pytest
 from servicetools import LABELS, encode, picture
 
 from converter.energy import E_ADD_PJ, E_MAC_PJ
+from service.inference import RASTER_NEURONS_PER_LAYER
 
 pytestmark = pytest.mark.anyio
 
@@ -75,6 +76,37 @@ async def test_compare_adds_ann_and_rate_figures(client: httpx.AsyncClient, png:
     assert rate["spikes"] > 0 and len(rate["predictions"]) == 1
 
 
+async def test_raster_is_bounded_and_each_on_spike_is_inside_its_window(
+    client: httpx.AsyncClient, png: bytes
+) -> None:
+    assert (await client.post("/classify", files=upload(png))).json()["raster"] is None
+    windows = (await client.get("/models/tiny")).json()["windows"]
+    body = (await client.post("/classify?raster=true", files=upload(png))).json()
+    neurons = {layer["name"]: layer["neurons"] for layer in body["spikes"]["layers"]}
+    raster = body["raster"]
+    assert [layer["name"] for layer in raster] == list(windows)  # the input, then every neuron layer
+    for layer in raster:
+        assert layer["end"] - layer["start"] == windows[layer["name"]] and layer["off"] == layer["end"]
+        assert (
+            len(layer["neurons"]) == len(layer["on"]) == min(RASTER_NEURONS_PER_LAYER, neurons[layer["name"]])
+        )
+        assert (
+            layer["neurons"] == sorted(set(layer["neurons"]))
+            and layer["neurons"][-1] < neurons[layer["name"]]
+        )
+        assert all(on is None or layer["start"] <= on < layer["end"] for on in layer["on"])
+    assert any(on is not None for layer in raster for on in layer["on"])
+    assert max(layer["end"] for layer in raster) <= body["latency"]["timesteps"]
+    stepped = (
+        await client.post("/classify?engine=stepped", data={"raster": "true"}, files=upload(png))
+    ).json()
+    assert stepped["raster"] == raster  # the same sample, and the reference engine's spikes agree
+    batch = await client.post(
+        "/classify/batch?raster=true&compare=true", files=[("files", ("a.png", png))] * 2
+    )
+    assert [r["raster"] for r in batch.json()["results"]] == [raster, raster]
+
+
 async def test_greyscale_model_takes_colour_uploads(client: httpx.AsyncClient) -> None:
     response = await client.post("/classify?model=tiny-gray", files=upload(encode(picture("CMYK"), "JPEG")))
     assert response.status_code == 200, response.text
@@ -137,8 +169,11 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
 
 async def test_open_inference_protocol_model_routes(client: httpx.AsyncClient) -> None:
     meta = (await client.get("/v2/models/tiny")).json()
-    assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
-    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
+        ("pixels", "FP32", [-1, 3, 32, 32]),
+        ("image", "BYTES", [-1]),
+    ]
+    assert meta["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [-1, 10]}
     assert (await client.get("/v2/models/tiny/ready")).json() == {"name": "tiny", "ready": True}
     assert (await client.get("/v2/models/nope/ready")).status_code == 404
 
@@ -186,7 +221,7 @@ async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
         "Classification"
     )
     assert {"400", "401", "404", "413", "415", "422", "503"} <= set(classify["responses"])
-    assert {p["name"] for p in classify["parameters"]} == {"model", "top_k", "engine", "compare"}
+    assert {p["name"] for p in classify["parameters"]} == {"model", "top_k", "engine", "compare", "raster"}
     assert "securitySchemes" not in spec["components"]  # no TSC_API_KEY, no auth to declare
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

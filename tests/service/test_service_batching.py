@@ -28,7 +28,7 @@ class FakeEngine:
         self.gate.set()
         self.thread_names: set[str] = set()
 
-    def __call__(self, images: torch.Tensor, engine: str) -> Sequence[tuple[str, float]]:
+    def __call__(self, images: torch.Tensor, engine: str, raster: bool) -> Sequence[tuple[str, float]]:
         self.gate.wait(5)
         self.thread_names.add(threading.current_thread().name)
         self.batches.append((engine, len(images)))
@@ -145,7 +145,7 @@ async def test_cancelled_requests_are_skipped(engine: FakeEngine) -> None:
 class SlowReference(FakeEngine):
     """Holds only the reference engines (stepped, rate) at the gate."""
 
-    def __call__(self, images: torch.Tensor, engine: str) -> Sequence[tuple[str, float]]:
+    def __call__(self, images: torch.Tensor, engine: str, raster: bool) -> Sequence[tuple[str, float]]:
         if engine in ("stepped", "rate"):
             self.gate.wait(5)
         self.batches.append((engine, len(images)))

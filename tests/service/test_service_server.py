@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from servicetools import encode, picture
+from servicetools import REPO, Server, encode, picture, start
 
 from benchmarks.harness import free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def container_command() -> list[str]:
@@ -29,36 +24,6 @@ def container_command() -> list[str]:
     ]
     assert len(cmd) == 1, "one exec-form CMD expected"
     return json.loads(cmd[0].removeprefix("CMD "))
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-    env: dict[str, str]
-
-    def stop(self) -> None:
-        """SIGTERM, as ``docker stop`` sends; uvicorn drains, then re-raises the signal to exit with it."""
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=60) in (0, -signal.SIGTERM)
-
-
-def start(argv: list[str], env: dict[str, str], log: Path, port: int) -> Server:
-    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return Server(process, url, log, env)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"server not ready in time:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,155 @@
+"""Pydantic models of the Open Inference Protocol (KServe / Triton "predict protocol v2") bodies.
+
+Health, server and model metadata, and inference requests and responses with their tensors, in JSON.
+The binary tensor data extension (``Inference-Header-Content-Length``, ``binary_data*`` parameters) is not
+supported: requests that use it are refused with a 400 naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from converter.engines import ENGINES, TSC_ENGINES
+
+BINARY = "the binary tensor data extension is not supported"
+# request bodies: what the schema does not allow is refused (no unknown keys, no "true" for true)
+REQUEST = ConfigDict(extra="forbid", strict=True)
+OutputDatatype = Literal["FP32", "INT64"]
+
+
+class V2Error(BaseModel):
+    """Body of every error of the /v2 routes."""
+
+    error: str = Field(description="What went wrong.")
+
+
+class V2Live(BaseModel):
+    """Open Inference Protocol server liveness."""
+
+    live: bool
+
+
+class V2Ready(BaseModel):
+    """Open Inference Protocol server readiness."""
+
+    ready: bool
+
+
+class V2ServerMetadata(BaseModel):
+    """Open Inference Protocol server metadata."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Tensor(BaseModel):
+    """Open Inference Protocol tensor metadata."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="pixels: their range and layout; image: its encoding; baseline outputs: compare=true.",
+    )
+
+
+class V2ModelMetadata(BaseModel):
+    """Open Inference Protocol model metadata."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2Tensor] = Field(description="Send one of them: pixels or encoded images.")
+    outputs: list[V2Tensor]
+
+
+class V2ModelReady(BaseModel):
+    """Open Inference Protocol model readiness."""
+
+    name: str
+    ready: bool
+
+
+class V2InferParameters(BaseModel):
+    """Parameters of an inference request."""
+
+    model_config = REQUEST
+
+    engine: Literal[TSC_ENGINES] = Field(  # type: ignore[valid-type]
+        "fast", description="; ".join(f"{n}: {ENGINES[n].summary}" for n in TSC_ENGINES) + "."
+    )
+    compare: bool = Field(
+        False, description="Also run the ANN and a rate-coded SNN: adds the ann_ and rate_ outputs."
+    )
+    binary_data_output: bool = Field(False, description=f"true is refused: {BINARY}.")
+
+
+class V2InferInput(BaseModel):
+    """One input tensor: ``pixels`` (FP32 [N, C, H, W] in [0, 1]) or ``image`` (BYTES [N], base64 strings)."""
+
+    model_config = REQUEST
+
+    name: Literal["pixels", "image"]
+    shape: list[int]
+    datatype: str
+    data: list[Any] = Field(description="The elements in row-major order, flat or nested as the shape.")
+
+
+class V2OutputParameters(BaseModel):
+    """Parameters of a requested output."""
+
+    model_config = REQUEST
+
+    binary_data: bool = Field(False, description=f"true is refused: {BINARY}.")
+
+
+class V2RequestedOutput(BaseModel):
+    """An output the response should hold."""
+
+    model_config = REQUEST
+
+    name: str
+    parameters: V2OutputParameters | None = None
+
+
+class V2InferRequest(BaseModel):
+    """Open Inference Protocol inference request."""
+
+    model_config = REQUEST
+
+    id: str | None = Field(None, description="Echoed in the response.")
+    parameters: V2InferParameters = Field(default_factory=V2InferParameters)
+    inputs: list[V2InferInput] = Field(min_length=1, max_length=1, description="One input: pixels or image.")
+    outputs: list[V2RequestedOutput] | None = Field(
+        None, description="Outputs to return, in this order; default every output the run makes."
+    )
+
+
+class V2OutputTensor(BaseModel):
+    """One output tensor, its data flat in row-major order."""
+
+    name: str
+    datatype: OutputDatatype
+    shape: list[int]
+    data: list[int] | list[float]
+
+
+class V2InferResponseParameters(BaseModel):
+    """What the run used."""
+
+    engine: str
+    compare: bool
+
+
+class V2InferResponse(BaseModel):
+    """Open Inference Protocol inference response."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: V2InferResponseParameters
+    outputs: list[V2OutputTensor]

@@ -1,0 +1,339 @@
+"""Open Inference Protocol v2 inference: tritonclient against a real uvicorn server; errors in-process too."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from servicetools import Server, encode, picture, serve, settings_for, start
+from tritonclient.utils import InferenceServerException
+
+from benchmarks.harness import free_port
+from service.images import decode_image
+from service.tensors import OUTPUTS
+
+SNN_OUTPUTS = [name for name, output in OUTPUTS.items() if output.engine is None]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``python -m service`` serving the tiny models on a free port."""
+    port = free_port()
+    argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    env = {
+        "TSC_MODEL_DIR": str(model_dir),
+        "TSC_DEFAULT_MODEL": "tiny",
+        "TSC_RATE_STEPS": "8",
+        "TSC_TORCH_THREADS": "1",
+        "TSC_MAX_BATCH_DELAY_MS": "2",
+    }
+    server = start(argv, env, tmp_path_factory.mktemp("log") / "server.log", port)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def triton_client(server: Server) -> Iterator[triton.InferenceServerClient]:
+    """A tritonclient HTTP client of the server."""
+    with triton.InferenceServerClient(server.url.removeprefix("http://")) as client:
+        yield client
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    """The image decoded as /classify decodes it for ``tiny``: float32 [1, 3, 32, 32] in [0, 1]."""
+    return decode_image(data, None, 3, 32, 32, 10**8).numpy()[None]
+
+
+def b64(data: bytes) -> str:
+    """``data`` as a base64 string."""
+    return base64.b64encode(data).decode()
+
+
+def pixel_input(pixels: np.ndarray, datatype: str = "FP32") -> triton.InferInput:
+    """The ``pixels`` input, sent as JSON."""
+    tensor = triton.InferInput("pixels", list(pixels.shape), datatype)
+    return tensor.set_data_from_numpy(pixels, binary_data=False)
+
+
+def image_input(*images: bytes) -> triton.InferInput:
+    """The ``image`` input: the encoded images as base64 strings, sent as JSON."""
+    encoded = np.array([base64.b64encode(image) for image in images], dtype=np.object_)
+    return triton.InferInput("image", [len(images)], "BYTES").set_data_from_numpy(encoded, binary_data=False)
+
+
+def asking(*names: str) -> list[triton.InferRequestedOutput]:
+    """These outputs, asked for as JSON."""
+    return [triton.InferRequestedOutput(name, binary_data=False) for name in names]
+
+
+def body_of(name: str, datatype: str, shape: list[int], data: list[Any], **extra: Any) -> dict:
+    """An inference request body with one input."""
+    return {"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}], **extra}
+
+
+def check(response: httpx.Response, status: int, words: str) -> None:
+    """``response`` is the protocol's error: ``status`` and ``{"error": message}`` containing ``words``."""
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"error"} and words in response.json()["error"], response.text
+
+
+def classify(server: Server, *images: bytes, **params: Any) -> list[dict]:
+    """What POST /classify/batch answers for ``images``, with every class's probability."""
+    files = [("files", (f"{i}.png", image)) for i, image in enumerate(images)]
+    response = httpx.post(f"{server.url}/classify/batch", params={"top_k": 10, **params}, files=files)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def probabilities(predictions: list[dict]) -> list[float]:
+    """Every class's probability, in class order, from /classify's predictions with top_k = classes."""
+    return [p["probability"] for p in sorted(predictions, key=lambda p: p["index"])]
+
+
+def expected(answer: dict) -> dict[str, Any]:
+    """The v2 outputs /classify's ``answer`` implies (logits are checked through their softmax)."""
+    operations = answer["operations"]
+    outputs = {
+        "probabilities": probabilities(answer["predictions"]),
+        "timesteps": answer["latency"]["timesteps"],
+        "spikes": answer["spikes"]["total"],
+        "synaptic_additions": operations["synaptic_additions"],
+        "memory_accesses": operations["memory_accesses"],
+        "neuron_updates": operations["neuron_updates"],
+        "energy_pj": operations["energy"]["snn_pj"],
+    }
+    if answer["comparison"] is not None:
+        ann, rate = answer["comparison"]["ann"], answer["comparison"]["rate"]
+        outputs |= {
+            "ann_probabilities": probabilities(ann["predictions"]),
+            "ann_macs": ann["macs"],
+            "ann_energy_pj": ann["energy_pj"],
+            "rate_probabilities": probabilities(rate["predictions"]),
+            "rate_memory_accesses": rate["synaptic_additions"],  # one weight read per addition
+            **{f"rate_{key}": rate[key] for key in ("timesteps", "spikes", "synaptic_additions")},
+            "rate_neuron_updates": rate["neuron_updates"],
+            "rate_energy_pj": rate["energy_pj"],
+        }
+    return outputs
+
+
+def check_outputs(result: triton.InferResult, answers: list[dict]) -> None:
+    """Every output of ``result`` agrees with /classify's ``answers``: counts exactly, floats to 1e-6."""
+    for name, output in OUTPUTS.items():
+        got = result.as_numpy(name)
+        if answers[0]["comparison"] is None and output.engine is not None:
+            assert got is None, name
+            continue
+        assert got.dtype == (np.float32 if output.datatype == "FP32" else np.int64), name
+        if name.endswith("logits"):
+            softmax = np.exp(got.astype(np.float64))
+            softmax /= softmax.sum(axis=1, keepdims=True)
+            want = result.as_numpy(name.replace("logits", "probabilities"))
+            np.testing.assert_allclose(softmax, want, rtol=0, atol=1e-6, err_msg=name)
+            continue
+        want = np.array([expected(answer)[name] for answer in answers])
+        if output.datatype == "INT64":
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        elif output.per_class:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=name)
+
+
+def test_server_and_model_readiness_and_metadata(triton_client: triton.InferenceServerClient) -> None:
+    assert triton_client.is_server_live() and triton_client.is_server_ready()
+    assert triton_client.get_server_metadata()["name"] == "tsc-snn"
+    assert triton_client.is_model_ready("tiny") and triton_client.is_model_ready("tiny", "1")
+    assert not triton_client.is_model_ready("tiny", "2") and not triton_client.is_model_ready("nope")
+    meta = triton_client.get_model_metadata("tiny")
+    assert meta == triton_client.get_model_metadata("tiny", "1")
+    assert meta["versions"] == ["1"]
+    assert meta["inputs"] == [
+        {
+            "name": "pixels",
+            "datatype": "FP32",
+            "shape": [-1, 3, 32, 32],
+            "parameters": {"range": [0.0, 1.0], "layout": "NCHW", "mode": "RGB"},
+        },
+        {
+            "name": "image",
+            "datatype": "BYTES",
+            "shape": [-1],
+            "parameters": {"encoding": "base64", "formats": "JPEG, PNG, WebP, BMP, GIF"},
+        },
+    ]
+    outputs = {o["name"]: (o["datatype"], o["shape"], o.get("parameters")) for o in meta["outputs"]}
+    assert outputs["logits"] == ("FP32", [-1, 10], None)
+    assert outputs["spikes"] == ("INT64", [-1], None)
+    assert outputs["rate_spikes"] == ("INT64", [-1], {"compare": True})
+    assert list(outputs) == list(OUTPUTS)
+    assert triton_client.get_model_metadata("tiny-gray")["inputs"][0]["shape"] == [-1, 1, 28, 28]
+
+
+def test_fp32_inference_with_compare_equals_classify(
+    server: Server, triton_client: triton.InferenceServerClient
+) -> None:
+    png = encode(picture())
+    result = triton_client.infer(
+        "tiny",
+        [pixel_input(pixels_of(png))],
+        outputs=asking(*OUTPUTS),
+        request_id="fp32-1",
+        parameters={"compare": True},
+    )
+    response = result.get_response()
+    assert response["model_name"] == "tiny" and response["model_version"] == "1"
+    assert response["id"] == "fp32-1"
+    assert response["parameters"] == {"engine": "fast", "compare": True}
+    assert [o["name"] for o in response["outputs"]] == list(OUTPUTS)
+    assert result.as_numpy("logits").shape == (1, 10)
+    check_outputs(result, classify(server, png, compare="true"))
+
+
+def test_bytes_inference_of_two_images_equals_classify(
+    server: Server, triton_client: triton.InferenceServerClient
+) -> None:
+    images = encode(picture()), encode(picture(size=(64, 80)), "JPEG")
+    result = triton_client.infer("tiny", [image_input(*images)], outputs=asking(*SNN_OUTPUTS))
+    assert "id" not in result.get_response()
+    assert result.as_numpy("probabilities").shape == (2, 10)
+    check_outputs(result, classify(server, *images))
+
+
+def test_default_outputs_subsets_and_versions(
+    server: Server, triton_client: triton.InferenceServerClient
+) -> None:
+    body = body_of("image", "BYTES", [1], [b64(encode(picture()))])
+    every = httpx.post(f"{server.url}/v2/models/tiny/infer", json=body).json()["outputs"]
+    assert [o["name"] for o in every] == SNN_OUTPUTS  # no baselines without compare
+    subset = triton_client.infer(
+        "tiny",
+        [image_input(encode(picture()))],
+        model_version="1",
+        outputs=asking("spikes", "probabilities"),
+        parameters={"engine": "stepped"},
+    )
+    assert [o["name"] for o in subset.get_response()["outputs"]] == ["spikes", "probabilities"]
+    assert subset.get_response()["parameters"]["engine"] == "stepped"
+    fast = {o["name"]: o["data"] for o in every}
+    assert subset.as_numpy("spikes").tolist() == fast["spikes"]  # stepped agrees with fast exactly
+    versioned = httpx.post(f"{server.url}/v2/models/tiny/versions/1/infer", json=body)
+    assert versioned.status_code == 200 and versioned.json()["model_version"] == "1"
+
+
+def refused(call: Any, status: int, words: str) -> None:
+    """``call()`` raises the client's error with ``status`` and a message containing ``words``."""
+    with pytest.raises(InferenceServerException) as error:
+        call()
+    assert error.value.status() == str(status), error.value
+    assert words in error.value.message(), error.value
+
+
+def test_errors_through_the_client(triton_client: triton.InferenceServerClient) -> None:
+    good = pixels_of(encode(picture()))
+    infer = triton_client.infer
+    outputs = asking("logits")
+    small = pixel_input(good[:, :, :28, :28])
+    refused(lambda: infer("tiny", [small], outputs=outputs), 400, "this model takes [N, 3, 32, 32]")
+    as_fp64 = pixel_input(good.astype(np.float64), datatype="FP64")
+    refused(lambda: infer("tiny", [as_fp64], outputs=outputs), 400, "must be FP32, not FP64")
+    refused(lambda: infer("tiny", [pixel_input(good * 2)], outputs=outputs), 400, "numbers in [0, 1]")
+    refused(lambda: infer("nope", [pixel_input(good)], outputs=outputs), 404, "'nope' is not loaded")
+    refused(lambda: infer("tiny", [pixel_input(good)], "2", outputs), 404, "no version '2'")
+    refused(lambda: infer("tiny", [pixel_input(good)], outputs=asking("nope")), 400, "unknown output 'nope'")
+    refused(lambda: infer("tiny", [pixel_input(good)], outputs=asking("ann_logits")), 400, "compare=true")
+    refused(lambda: infer("tiny", [image_input(b"not an image")], outputs=outputs), 400, "image[0]: ")
+    binary = triton.InferInput("pixels", list(good.shape), "FP32").set_data_from_numpy(good)
+    refused(lambda: infer("tiny", [binary], outputs=outputs), 400, "binary tensor data extension")
+    # without outputs, tritonclient asks for every output in binary
+    refused(lambda: infer("tiny", [pixel_input(good)]), 400, "binary tensor data extension")
+
+
+def test_bad_json_over_the_wire(server: Server) -> None:
+    response = httpx.post(f"{server.url}/v2/models/tiny/infer", content=b'{"inputs": [', timeout=30)
+    assert response.status_code == 400 and set(response.json()) == {"error"}
+    assert response.json()["error"].startswith("the body is not valid JSON")
+
+
+PIXELS = [0.5] * (3 * 32 * 32)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (body_of("pixels", "FP32", [1, 3, 32, 32], PIXELS[:-1]), "needs 3072 elements, data has 3071"),
+        (body_of("pixels", "FP32", [1, 3, 32, 32], [*PIXELS[:-1], "0.5"]), "element 3071 is '0.5'; pixels"),
+        (body_of("pixels", "FP32", [1, 3, 32, 32], [None, *PIXELS[1:]]), "element 0 is None; pixels must"),
+        (body_of("pixels", "FP32", [1, 3, 32, 32], [True, *PIXELS[1:]]), "must be numbers in [0, 1]"),
+        (body_of("pixels", "FP32", [1, 3, 32, 32], [10**400, *PIXELS[1:]]), "must be numbers in [0, 1]"),
+        (body_of("pixels", "FP32", [0, 3, 32, 32], []), "N >= 1"),
+        (body_of("pixels", "FP32", [3072], PIXELS), "this model takes [N, 3, 32, 32]"),
+        (body_of("pixels", "FP32", [1, 3, 32, 32], [*PIXELS[:-1], -0.1]), "element 3071 is -0.1; pixels"),
+        (body_of("image", "BYTES", [2], ["aGk="]), "needs 2 elements, data has 1"),
+        (body_of("image", "BYTES", [1], [7]), "BYTES elements must be base64 strings"),
+        (body_of("image", "BYTES", [1], ["%%%"]), "image[0] is not valid base64"),
+        (body_of("image", "BYTES", [1, 1], [["aGk="]]), "send [N]"),
+        (body_of("image", "FP32", [1], [0.5]), "must be BYTES, not FP32"),
+        (body_of("photo", "BYTES", [1], ["aGk="]), "body.inputs.0.name: Input should be 'pixels' or 'image'"),
+        (body_of("image", "BYTES", [1], ["aGk="], parameters={"engine": "rate"}), "body.parameters.engine"),
+        (body_of("image", "BYTES", [1], ["aGk="], parameters={"top_k": 3}), "body.parameters.top_k"),
+        (body_of("image", "BYTES", [1], ["aGk="], parameters={"compare": "yes"}), "parameters.compare"),
+        (body_of("image", "BYTES", [1.0], ["aGk="]), "body.inputs.0.shape.0: Input should be a valid int"),
+        (body_of("image", "BYTES", [1], ["aGk="], extra=1), "body.extra: Extra inputs are not permitted"),
+        ({"inputs": []}, "body.inputs: List should have at least 1 item"),
+        ([1, 2], "body: Input should be a valid dictionary"),
+    ],
+)
+async def test_400_names_the_problem(client: httpx.AsyncClient, body: Any, words: str) -> None:
+    check(await client.post("/v2/models/tiny/infer", json=body), 400, words)
+
+
+@pytest.mark.anyio
+async def test_nested_data_nan_and_infinity(client: httpx.AsyncClient) -> None:
+    nested = np.full((2, 3, 32, 32), 0.25).tolist()
+    body = body_of("pixels", "FP32", [2, 3, 32, 32], nested)
+    response = await client.post("/v2/models/tiny/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [2, 10]
+    for special in (b"NaN", b"Infinity"):
+        data = b"[" + b"0.5, " * 3071 + special + b"]"
+        content = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": %s}]}'
+        response = await client.post("/v2/models/tiny/infer", content=content % data)
+        check(response, 400, f"element 3071 is {special.decode().lower()[:3]}")
+
+
+@pytest.mark.anyio
+async def test_404_415_and_unknown_routes(client: httpx.AsyncClient) -> None:
+    check(await client.get("/v2/models/tiny/versions/7"), 404, "it serves version '1'")
+    check(await client.get("/v2/models/nope/versions/1/ready"), 404, "'nope' is not loaded")
+    body = body_of("image", "BYTES", [1], ["aGk="])
+    check(await client.post("/v2/models/tiny/versions/7/infer", json=body), 404, "no version '7'")
+    text = await client.post("/v2/models/tiny/infer", content=b"{}", headers={"content-type": "text/plain"})
+    check(text, 415, "text/plain is not supported")
+    check(await client.get("/v2/models/tiny/infer"), 405, "Method Not Allowed")
+    assert (await client.get("/v2/models/tiny/versions/1")).json()["versions"] == ["1"]
+
+
+@pytest.mark.anyio
+async def test_401_413_and_503_in_the_protocol_shape(model_dir: Path, tmp_path: Path) -> None:
+    pixels = body_of("pixels", "FP32", [3, 3, 32, 32], PIXELS * 3)
+    settings = settings_for(model_dir, api_key="k", max_batch_files=2, max_upload_bytes=64 * 1024)
+    async with serve(settings) as client:
+        check(await client.get("/v2/models/tiny"), 401, "an API key is required")
+        key = {"X-API-Key": "k"}
+        response = await client.post("/v2/models/tiny/infer", json=pixels, headers=key)
+        check(response, 413, "at most 2 per request")
+        big = {**pixels, "id": "x" * 70_000}
+        check(await client.post("/v2/models/tiny/infer", json=big, headers=key), 413, "over the limit")
+        assert (await client.get("/v2/health/ready")).status_code == 200  # open, like /readyz
+    async with serve(settings_for(tmp_path)) as client:
+        check(await client.get("/v2/health/ready"), 503, "no checkpoint")
+        check(await client.post("/v2/models/tiny/infer", json=pixels), 503, "no checkpoint")
