@@ -82,8 +82,9 @@ class ServedModel:
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
 
 
-def _load_and_warm(path: Path) -> SpikingNetwork:
-    net = load(path)
+def _load_and_warm(path: Path, dtype: torch.dtype) -> SpikingNetwork:
+    """Load a checkpoint, cast it to the serving precision, and run it once."""
+    net = load(path).to(dtype)
     warm_up(net)
     return net
 
@@ -139,7 +140,7 @@ class ModelStore:
         started = time.perf_counter()
         try:
             net = await asyncio.get_running_loop().run_in_executor(
-                executors["interactive"], _load_and_warm, path
+                executors["interactive"], _load_and_warm, path, getattr(torch, self.settings.precision)
             )
         except CheckpointError as exc:
             self._fail(name, str(exc))

@@ -6,6 +6,7 @@ import math
 
 import httpx
 import pytest
+import torch
 from servicetools import LABELS, encode, picture
 
 from converter.energy import E_ADD_PJ, E_MAC_PJ
@@ -64,6 +65,15 @@ async def test_stepped_engine_gives_the_same_answer(client: httpx.AsyncClient, p
     assert stepped["model"]["engine"] == "stepped"
     assert stepped["predictions"][0]["index"] == fast["predictions"][0]["index"]
     assert stepped["latency"]["timesteps"] == fast["latency"]["timesteps"]
+    assert stepped["spikes"] == fast["spikes"] and stepped["operations"] == fast["operations"]
+    assert [p["probability"] for p in stepped["predictions"]] == pytest.approx(
+        [p["probability"] for p in fast["predictions"]], abs=1e-9
+    )
+
+
+async def test_models_are_served_in_float64_by_default(client: httpx.AsyncClient) -> None:
+    models = client._transport.app.state.runtime.store.models  # type: ignore[attr-defined]
+    assert {served.net.dtype for served in models.values()} == {torch.float64}
 
 
 async def test_compare_adds_ann_and_rate_figures(client: httpx.AsyncClient, png: bytes) -> None:
