@@ -13,6 +13,7 @@ from converter.fold import batchnorm_affine
 from converter.trace import Builder, Value, register_module
 from converter.trace.rules import MODULE_RULES
 from tests.converter.nets import randomise_batchnorm
+from tests.converter.synapses import assert_exact_counts
 
 
 def bn_relu(c: int) -> nn.Sequential:
@@ -151,27 +152,6 @@ def fused_bn_rule():
     del MODULE_RULES[BNReLU]
 
 
-def brute_force_fanouts(net) -> dict[str, torch.Tensor]:
-    """Distinct targets per source neuron: nonzeros of each composite map ``sum_t J_t`` (dense, float64)."""
-    graph = net.graph.to(torch.float64)
-    fanouts = {
-        p.name: torch.zeros(p.size, dtype=torch.float64) for p in graph.populations if p.kind != "output"
-    }
-    for p in graph.populations:
-        for source in {t.source for t in p.terms}:
-            shape = graph.by_name[source].shape
-            n = torch.Size(shape).numel()
-            basis = torch.eye(n, dtype=torch.float64).view(n, *shape)
-            composite = 0
-            for t in (t for t in p.terms if t.source == source):
-                y = basis
-                for op in t.ops:
-                    y = op.forward(y, bias=False)
-                composite = composite + y.reshape(n, -1)
-            fanouts[source] += (composite != 0).sum(1).double()
-    return fanouts
-
-
 ARCHITECTURES = {
     "preact-resnet": PreActResNet,
     "densenet-block": DenseBlock,
@@ -180,9 +160,6 @@ ARCHITECTURES = {
     "fused-bn-subclass": FusedBN,
     "mobilenetv2-block": InvertedResidual,
 }
-# Counting follows synapse paths: a linear projection followed by other linear maps (MobileNetV2's linear
-# bottleneck into its pooled head) reaches one target along several paths, each counted.
-PATH_COUNTED = {"mobilenetv2-block"}
 
 
 def converted(name: str):
@@ -191,13 +168,6 @@ def converted(name: str):
     model = randomise_batchnorm(ARCHITECTURES[name]())
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     return model, convert(model, x, T=8), x  # the self-check has compared every layer with the model
-
-
-def assert_exact_counts(net) -> None:
-    """Fan-outs equal the brute-force count of distinct synapses, layer by layer."""
-    exact = brute_force_fanouts(net)
-    for layer, fanout in net.fanouts.items():
-        assert torch.equal(fanout, exact[layer]), layer
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -211,14 +181,7 @@ def test_architecture_converts_exactly(name, fused_bn_rule):
     assert torch.equal(fast.synaptic_additions, stepped.synaptic_additions)
     assert torch.equal(fast.spikes, stepped.spikes)
     torch.testing.assert_close(fast.logits, stepped.logits, rtol=1e-9, atol=1e-9)
-    if name not in PATH_COUNTED:
-        assert_exact_counts(net)
-
-
-@pytest.mark.xfail(strict=True, reason="synapses are counted per path through a linear bottleneck (issue 11)")
-@pytest.mark.parametrize("name", sorted(PATH_COUNTED))
-def test_linear_bottleneck_counts_distinct_synapses(name):
-    assert_exact_counts(converted(name)[1])
+    assert_exact_counts(net)
 
 
 def test_activation_fused_batchnorm_is_refused_without_its_rule():

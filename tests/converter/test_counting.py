@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +10,7 @@ from torch import nn
 from converter import convert
 from converter.counting import term_fanout
 from tests.converter.nets import NetConfig, images, make_net
+from tests.converter.synapses import assert_exact_counts, brute_force_fanouts
 
 
 def _dense_fanout(fn, shape):
@@ -124,3 +126,38 @@ def test_ann_macs_count_a_shared_conv_once():
     assert sum(1 for p in net.graph.populations for t in p.terms for op in t.ops if op.kind == "conv2d") == 3
     # c1 (in two chains, computed once): 3 x 25 x 18; c2: 3 x 25 x 27; fc: 4 x 75
     assert net.ann_macs == 3 * 25 * 18 + 3 * 25 * 27 + 4 * 75
+
+
+class SpreadTwice(nn.Module):
+    """A conv then an overlapping average pool before the ReLU, and a layer fed twice by one source."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.c2 = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 5 * 5, 4)
+
+    def forward(self, x):
+        a = F.relu(F.avg_pool2d(self.c1(x), 3, stride=1, padding=1))  # a centre pixel reaches 5x5, not 81
+        b = F.relu(self.c2(a) + 0.5 * a)  # two paths from a: the identity pair is one synapse
+        return self.fc(b.flatten(1))
+
+
+def test_counts_are_distinct_synapses_through_overlapping_pools_and_parallel_terms():
+    torch.manual_seed(3)
+    net = convert(SpreadTwice().eval(), torch.rand(4, 2, 5, 5), T=4)
+    assert_exact_counts(net)
+    centre = net.fanouts["input"].view(2, 5, 5)[0, 2, 2]
+    assert centre == 3 * 5 * 5  # 3 channels x the 5x5 pixels a 3x3 conv then a 3x3 pool reach
+
+
+def test_groups_too_large_to_probe_fall_back_to_path_counts_with_a_warning(monkeypatch):
+    import converter.counting as counting
+
+    monkeypatch.setattr(counting, "PROBE_BUDGET", 10)
+    torch.manual_seed(3)
+    with pytest.warns(UserWarning, match="counted per path"):
+        net = convert(SpreadTwice().eval(), torch.rand(4, 2, 5, 5), T=4)
+    exact = brute_force_fanouts(net)
+    assert all(bool((net.fanouts[k] >= exact[k]).all()) for k in exact)
+    assert any(bool((net.fanouts[k] > exact[k]).any()) for k in exact)
