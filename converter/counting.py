@@ -31,9 +31,21 @@ import torch
 from torch import Tensor
 
 from converter.graph import Graph, Term
-from converter.ops import ChannelAffine, ChannelPermutation, Conv2d, Flatten, Op, Pad, Slice, run_structure
+from converter.ops import (
+    ChannelAffine,
+    ChannelPermutation,
+    Conv2d,
+    Flatten,
+    Op,
+    Pad,
+    Permute,
+    Reshape,
+    Slice,
+    run_structure,
+)
 
-RELABELLING = (Flatten, Pad, Slice, ChannelPermutation, ChannelAffine)  # each input reaches <= 1 output
+# each input element reaches at most one output element
+RELABELLING = (Flatten, Reshape, Permute, Pad, Slice, ChannelPermutation, ChannelAffine)
 PROBE_BUDGET = 4e9  # one-hot probes x elements per probe, per (target, source); beyond it paths are counted
 CHUNK_ELEMENTS = 2**24  # elements of one batch of probes
 

@@ -219,7 +219,7 @@ def _dry_run(net: SpikingNetwork, path: str | Path) -> None:
 
     try:
         with torch.no_grad():
-            x = torch.zeros(1, spec.channels, spec.height, spec.width)
+            x = torch.zeros(1, spec.channels, spec.height, spec.width, dtype=net.dtype)
             check_shape("output", ann.forward(net.graph, x, on_neuron=check_shape, lams=net.lams))
     except (RuntimeError, ValueError, IndexError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

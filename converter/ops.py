@@ -214,6 +214,48 @@ class Pad(Op):
 
 
 @dataclass
+class Reshape(Op):
+    """A view of each image's values in another shape (``squeeze``, ``unsqueeze``, ``view``)."""
+
+    kind: ClassVar[str] = "reshape"
+    shape: list[int] = field(default_factory=list)
+
+    def forward(self, x: Tensor, bias: bool = True) -> Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def structure(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+@dataclass
+class Permute(Op):
+    """The image's dimensions reordered (``transpose``, ``permute``); ``dims`` index them from 0."""
+
+    kind: ClassVar[str] = "permute"
+    dims: list[int] = field(default_factory=list)
+
+    def forward(self, x: Tensor, bias: bool = True) -> Tensor:
+        return x.permute(0, *(d + 1 for d in self.dims))
+
+    def structure(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+@dataclass
+class UpsampleNearest(Op):
+    """Nearest-neighbour upsampling by integer factors: each pixel repeated ``scale`` times per axis."""
+
+    kind: ClassVar[str] = "upsample_nearest"
+    scale: list[int] = field(default_factory=lambda: [2, 2])
+
+    def forward(self, x: Tensor, bias: bool = True) -> Tensor:
+        return x.repeat_interleave(self.scale[0], dim=-2).repeat_interleave(self.scale[1], dim=-1)
+
+    def structure(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+
+@dataclass
 class ChannelPermutation(Op):
     """Channel ``i`` of the output is channel ``order[i]`` of the input (channel shuffle)."""
 
@@ -239,6 +281,9 @@ OP_TYPES: dict[str, type[Op]] = {
         Slice,
         Pad,
         ChannelPermutation,
+        UpsampleNearest,
+        Reshape,
+        Permute,
     )
 }
 

@@ -76,7 +76,12 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
     """
     model = model.eval()
     gm = symbolic_trace(model)
-    ShapeProp(gm).propagate(example[:1])
+    try:  # two images, so that the batch dimension is visible in every shape
+        ShapeProp(gm).propagate(example[:1].expand(2, *example.shape[1:]))
+    except RuntimeError as e:
+        raise ConversionError(
+            f"the model cannot run on a batch of two images: {str(e).splitlines()[0]}"
+        ) from None
     b = Builder(gm)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:

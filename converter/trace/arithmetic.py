@@ -7,6 +7,8 @@ affine map ``x * k`` or ``x + k``, folded into the preceding conv or linear). An
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor, fx
 
@@ -29,7 +31,27 @@ def channel_const(b: Builder, node: fx.Node, c: Const, ref: fx.Node) -> Tensor:
     return squeezed
 
 
+SIZE_OPERATORS = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "floordiv": operator.floordiv,
+}
+
+
+def sizes(b: Builder, node: fx.Node, kind: str) -> Value:
+    """Arithmetic on sizes (``c // 2``): computed now; anything involving the batch size stays unknown."""
+    x, y = b.arg(node, 0, "input"), b.arg(node, 1, "other")
+    if not all(v is None or isinstance(v, int) for v in (x, y)):
+        raise b.fail(node, f"{kind} of {type(x).__name__} and {type(y).__name__} is not size arithmetic")
+    return None if x is None or y is None else SIZE_OPERATORS[kind](x, y)
+
+
 def binary(b: Builder, node: fx.Node, kind: str) -> Value:
+    """``+ - * /`` of activations and constants as affine maps; of two sizes, computed (``sizes``)."""
+    if all(v is None or isinstance(v, int) for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))):
+        return sizes(b, node, kind)
     x, y = (
         v if isinstance(v, (Pop, Affine, PendingMax, Const)) else Const(v)
         for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))

@@ -95,6 +95,10 @@ class Builder:
         """Per-image output shape of a node (from shape propagation)."""
         return tuple(node.meta["tensor_meta"].shape[1:])
 
+    def keeps_batch(self, node: fx.Node) -> bool:
+        """Whether a node's output keeps the batch (of two images, in shape propagation) in dimension 0."""
+        return node.meta["tensor_meta"].shape[0] == 2
+
     def tensor(self, node: fx.Node, i: int = 0, name: str = "input") -> Pop | Affine | PendingMax:
         """The tensor operand of a call; refuses constants and shapes."""
         v = self.arg(node, i, name)

@@ -120,6 +120,17 @@ class ShuffleUnit(nn.Module):
         return self.fc(self.shuffle(x).flatten(1))
 
 
+class ShuffleUnitView(ShuffleUnit):
+    """The same unit with torchvision's spelling of the shuffle: view, transpose, view."""
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x[:, :3], self.branch(x[:, 3:])], 1)
+        n, c, h, w = x.size()
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return self.fc(x.flatten(1))
+
+
 class BNReLU(nn.BatchNorm2d):
     """An activation-fused BatchNorm (as timm's BatchNormAct2d): refused until a rule is registered."""
 
@@ -157,6 +168,7 @@ ARCHITECTURES = {
     "densenet-block": DenseBlock,
     "squeezenet-fire": Fire,
     "shufflenet-unit": ShuffleUnit,
+    "shufflenet-unit-view": ShuffleUnitView,
     "fused-bn-subclass": FusedBN,
     "mobilenetv2-block": InvertedResidual,
 }
@@ -189,3 +201,9 @@ def test_activation_fused_batchnorm_is_refused_without_its_rule():
 
     with pytest.raises(ConversionError, match="BNReLU subclasses BatchNorm2d but overrides forward"):
         convert(randomise_batchnorm(FusedBN()), torch.rand(2, 3, 8, 8))
+
+
+def test_both_shuffle_spellings_convert_to_the_same_network():
+    (_, a, x), (_, b, _) = converted("shufflenet-unit"), converted("shufflenet-unit-view")
+    assert torch.equal(a.run(x).logits, b.run(x).logits)
+    assert torch.equal(a.run(x).synaptic_additions, b.run(x).synaptic_additions)

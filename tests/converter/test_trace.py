@@ -287,3 +287,58 @@ def test_clamps_that_are_not_relus_are_refused(act, words):
     with pytest.raises(ConversionError) as e:
         convert(Clipped(act).eval(), torch.rand(4, 3, 8, 8))
     assert words in str(e.value)
+
+
+class Heads(nn.Module):
+    """Global pooling as a sum, a squeeze to features, and a nearest upsampling."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.conv, self.conv2, self.fc, self.head = (
+            nn.Conv2d(3, 4, 3),
+            nn.Conv2d(4, 4, 3),
+            nn.Linear(4, 3),
+            head,
+        )
+
+    def forward(self, x):
+        y = F.relu(self.conv2(F.relu(self.conv(x))))  # 8x8 -> 4x4
+        return self.fc(self.head(y))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        Fn(lambda y: y.sum((2, 3)) / 16),
+        Fn(lambda y: torch.sum(y, dim=(-1, -2), keepdim=True).flatten(1) / 16),
+        Fn(lambda y: F.adaptive_avg_pool2d(y, 1).squeeze()),
+        Fn(lambda y: F.adaptive_avg_pool2d(y, 1).squeeze(-1).squeeze(-1)),
+        Fn(lambda y: F.relu(F.interpolate(y, scale_factor=2, mode="nearest")).mean((2, 3))),
+        nn.Sequential(nn.Upsample(size=(8, 12)), nn.ReLU(), Fn(lambda y: y.mean((2, 3)))),
+        Fn(
+            lambda y: (
+                y.unsqueeze(1).squeeze(1).permute(0, 2, 3, 1).permute(0, 3, 1, 2).transpose(2, 3).mean((2, 3))
+            )
+        ),
+    ],
+)
+def test_more_spellings_convert(head):
+    torch.manual_seed(0)
+    model = Heads(head).eval()
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+
+
+def test_reshapes_that_mix_the_batch_are_refused():
+    with pytest.raises(ConversionError, match="mixes the batch"):
+        convert(
+            Heads(Fn(lambda y: y.reshape(-1).reshape(y.shape[0], 4, -1).mean(2))).eval(),
+            torch.rand(2, 3, 8, 8),
+        )
+
+
+def test_bilinear_upsampling_is_refused():
+    head = Fn(lambda y: F.interpolate(y, scale_factor=2, mode="bilinear").mean((2, 3)))
+    with pytest.raises(ConversionError, match="only nearest by integer factors"):
+        convert(Heads(head).eval(), torch.rand(2, 3, 8, 8))
