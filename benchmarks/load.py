@@ -4,10 +4,11 @@
     python -m benchmarks.load --model-dir models    # the checkpoints of the repository
     python -m benchmarks.load --duration 20 --concurrency 1 8 32 64 --json results.json
 
-For each concurrency it prints requests, errors, throughput, p50/p95/p99 latency, the mean server batch
-size, the CPU the server used (cores busy, milliseconds per request), the cores the client kept busy, and
-the ratio of HTTP throughput to the raw engine throughput (``net.run`` on full batches, in this process,
-with the same torch threads) measured in the same run; then the server's RSS before and after.
+For each concurrency it prints requests, errors, throughput, p50/p95/p99 latency, the median time an image
+waited for its batch (the server's ``queue_ms``), the mean server batch size, the CPU the server used (cores
+busy, milliseconds per request), the cores the client kept busy, and the ratio of HTTP throughput to the raw
+engine throughput (``net.run`` on full batches, in this process, with the same torch threads) measured in
+the same run; then the server's RSS before and after.
 Target: HTTP/raw >= 0.5 with batching, zero errors. Exit status 1 when any request failed.
 """
 
@@ -77,6 +78,7 @@ async def hammer(server: Server, request: bytes, concurrency: int, seconds: floa
     """
     latencies: list[float] = []
     batch_sizes: list[int] = []
+    queue_ms: list[float] = []
     errors: Counter[str] = Counter()
     url = httpx.URL(server.url)
     stop_at = time.perf_counter() + seconds
@@ -97,7 +99,9 @@ async def hammer(server: Server, request: bytes, concurrency: int, seconds: floa
                         errors[str(status)] += 1
                         continue
                     latencies.append(time.perf_counter() - started)
-                    batch_sizes.append(json.loads(body)["latency"]["batch_size"])
+                    latency = json.loads(body)["latency"]
+                    batch_sizes.append(latency["batch_size"])
+                    queue_ms.append(latency["queue_ms"])
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                 errors[type(exc).__name__] += 1
             finally:
@@ -116,6 +120,7 @@ async def hammer(server: Server, request: bytes, concurrency: int, seconds: floa
         "p50_ms": quantiles[49] * 1000,
         "p95_ms": quantiles[94] * 1000,
         "p99_ms": quantiles[98] * 1000,
+        "queue_p50_ms": statistics.median(queue_ms) if queue_ms else float("nan"),
         "mean_batch": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
         "server_cores": cpu / elapsed,
         "client_cores": client_cpu / elapsed,
@@ -164,9 +169,9 @@ def main() -> int:
     print(
         f"\nmodel {name}; raw engine {raw:.1f} img/s at batch {args.batch_size} ({raw_single:.1f} at batch 1)"
     )
-    columns = ("conc", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "batch")
+    columns = ("conc", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "queue ms", "batch")
     columns += ("server", "CPU ms", "client")
-    keys = ("throughput", "p50_ms", "p95_ms", "p99_ms", "mean_batch")
+    keys = ("throughput", "p50_ms", "p95_ms", "p99_ms", "queue_p50_ms", "mean_batch")
     keys += ("server_cores", "server_cpu_ms", "client_cores", "http_over_raw")
     row = "{:>5} {:>9} {:>7}" + " {:>8}" * (len(keys) - 1) + " {:>9}"
     print(row.format(*columns, "HTTP/raw"))

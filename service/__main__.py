@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.app import create_app
+from service.connections import http_protocol
+from service.logs import log_config
 from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse --host/--port (defaults TSC_HOST/TSC_PORT), then serve until SIGINT or SIGTERM."""
-    settings = Settings()
+    settings = _settings()
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument(
         "--host", default=settings.host, help="interface to bind (TSC_HOST, default %(default)s)"
@@ -22,18 +25,34 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=settings.port, help="port to bind (TSC_PORT, default %(default)s)"
     )
     args = parser.parse_args(argv)
-    settings = Settings(host=args.host, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = _settings(host=args.host, port=args.port)
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # configured above: request ids, text or JSON
+        access_log=False,  # service.logs writes the access lines, with route templates and request ids
         timeout_graceful_shutdown=settings.graceful_timeout_s,
         server_header=False,
+        http=http_protocol(settings),  # header size, count and time limits; JSON errors
+        limit_concurrency=settings.limit_concurrency,
+        backlog=settings.backlog,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
+
+
+def _settings(**given: object) -> Settings:
+    """The TSC_* settings (``given`` winning), or exit naming what is wrong, without echoing any value."""
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'TSC_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(f"invalid configuration: {problems}") from None
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.auth import require_api_key
 from service.errors import install_error_handlers
-from service.limits import BodyLimitMiddleware
+from service.limits import RequestLimitsMiddleware
+from service.logs import RequestContextMiddleware
 from service.metrics import RequestMetricsMiddleware
 from service.routers import classify, docs, health, metrics, models, page, v2
 from service.runtime import Runtime
@@ -24,6 +26,14 @@ additions, memory accesses, neuron updates, the ANN's multiply-accumulates for t
 energy estimate with its constants named. `compare=true` adds the ANN's and a rate-coded SNN's figures,
 `raster=true` the image's spike raster; the page at `/` draws all of it for people.
 """
+
+
+class App(FastAPI):
+    """FastAPI with the request context outermost: even the 500 handler's answer and logs carry the id."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack (its server-error middleware first) inside ``RequestContextMiddleware``."""
+        return RequestContextMiddleware(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = App(
         title="tsc-snn",
         version=__version__,
         description=DESCRIPTION,
@@ -51,7 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_upload_bytes)
+    settings = runtime.settings  # the limits' middleware is inside the metrics': its answers are counted
+    app.add_middleware(
+        RequestLimitsMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     install_error_handlers(app)
     protected = [Depends(require_api_key)] if runtime.settings.api_key is not None else []

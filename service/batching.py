@@ -1,9 +1,17 @@
-"""Dynamic batching: concurrent requests for one model are queued and run together in a worker thread."""
+"""Dynamic batching: concurrent requests for one model are queued and run together in a worker thread.
+
+An idle lane runs what arrives at once; images that arrive while a batch runs wait for it and then up to
+``max_delay_s`` for more, so batches fill under load without slowing a lone request down. One client (a
+remote address) may fill only its share of the queue, so others are still served. When a request is
+cancelled (its client went away, or the server is stopping) its images leave the queue at once, and a batch
+whose every requester has gone is not run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -28,20 +36,23 @@ class Outcome(Generic[R]):
     batch_size: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job(Generic[R]):
     image: torch.Tensor
     engine: str
     raster: bool
+    client: str
     future: asyncio.Future[Outcome[R]]
     enqueued: float
+    queued: bool = True
 
 
 class Batcher(Generic[R]):
-    """Bounded queue of images for one model, drained in batches of up to ``max_batch_size``.
+    """Bounded queue of images for one model and lane, drained in batches of up to ``max_batch_size``.
 
-    A batch closes when it is full or ``max_delay_s`` after its first image arrived; its images are grouped by
-    engine (and raster) and each group is run by ``infer`` on ``executor``, never on the event loop.
+    A batch's images are grouped by engine (and raster) and each group is run by ``infer`` on ``executor``,
+    never on the event loop. At most ``max_queue_size`` images wait, at most ``client_queue_size`` of them
+    (default: all) from one client.
     """
 
     def __init__(
@@ -54,6 +65,7 @@ class Batcher(Generic[R]):
         max_delay_s: float,
         max_queue_size: int,
         lane: str = "interactive",
+        client_queue_size: int | None = None,
     ) -> None:
         self.model, self.lane = model, lane
         self._infer = infer
@@ -61,77 +73,147 @@ class Batcher(Generic[R]):
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[_Job[R]] = asyncio.Queue(max_queue_size)
+        self._max_queue_size = max_queue_size
+        self._client_queue_size = max_queue_size if client_queue_size is None else client_queue_size
+        self._pending: deque[_Job[R]] = deque()
+        self._by_client: Counter[str] = Counter()
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()  # nothing queued and no batch running
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{model}")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{model}-{lane}")
 
     async def submit(
-        self, images: Sequence[torch.Tensor], engines: Sequence[str], raster: Collection[str] = ()
+        self,
+        images: Sequence[torch.Tensor],
+        engines: Sequence[str],
+        raster: Collection[str] = (),
+        client: str = "",
     ) -> list[list[Outcome[R]]]:
-        """Queue each image once per engine (all or none), rasters on ``raster``'s; outcomes per engine."""
+        """Queue each image once per engine (all or none), rasters on ``raster``'s; outcomes per engine.
+
+        Cancelling the call takes its images that have not started off the queue.
+        """
         if self._closing:
             raise NotReady("the server is shutting down")
-        self.ensure_room(len(images) * len(engines))
+        self.ensure_room(len(images) * len(engines), client)
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         jobs = [
-            [_Job(image, engine, engine in raster, loop.create_future(), now) for image in images]
+            [_Job(image, engine, engine in raster, client, loop.create_future(), now) for image in images]
             for engine in engines
         ]
-        for job in (job for group in jobs for job in group):
-            self._queue.put_nowait(job)
-        self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
-        return [list(await asyncio.gather(*(job.future for job in group))) for group in jobs]
+        queued = [job for group in jobs for job in group]
+        self._pending.extend(queued)
+        self._by_client[client] += len(queued)
+        self._drained.clear()
+        self._arrived.set()
+        self._observe_depth()
+        try:
+            await asyncio.gather(*(job.future for job in queued))
+        except BaseException:  # cancelled, or one image failed: the rest need not run
+            for job in queued:
+                job.future.cancel()
+                self._unqueue(job)
+            self._observe_depth()
+            raise
+        return [[job.future.result() for job in group] for group in jobs]
 
-    def has_room(self, n: int) -> bool:
-        """Whether ``n`` more images fit in the queue now."""
-        return self._queue.maxsize - self._queue.qsize() >= n
+    @property
+    def waiting(self) -> int:
+        """Images in the queue now, not yet taken into a batch."""
+        return len(self._pending)
 
-    def ensure_room(self, n: int) -> None:
-        """Raise QueueFull unless ``n`` more images fit in the queue now."""
-        if not self.has_room(n):
-            raise QueueFull(f"the {self.lane} queue of model {self.model!r} is full; retry shortly")
+    def has_room(self, n: int, client: str = "") -> bool:
+        """Whether ``n`` more images from ``client`` fit in the queue now."""
+        return self._no_room(n, client) is None
+
+    def ensure_room(self, n: int, client: str = "") -> None:
+        """Raise QueueFull unless ``n`` more images from ``client`` fit in the queue now."""
+        problem = self._no_room(n, client)
+        if problem is not None:
+            raise QueueFull(problem)
+
+    def _no_room(self, n: int, client: str) -> str | None:
+        """Why ``n`` more images from ``client`` do not fit now (None when they do)."""
+        queue = f"the {self.lane} queue of model {self.model!r}"
+        if len(self._pending) + n > self._max_queue_size:
+            return f"{queue} is full; retry shortly"
+        waiting = self._by_client[client]
+        if waiting + n > self._client_queue_size:
+            return (
+                f"{waiting} images of this client already wait in {queue}, which takes at most "
+                f"{self._client_queue_size} from one client; retry once they are answered"
+            )
+        return None
 
     async def close(self) -> None:
         """Refuse new work, finish every queued image, then stop."""
         self._closing = True
-        await self._queue.join()
+        await self._drained.wait()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+    def _unqueue(self, job: _Job[R]) -> None:
+        """Take ``job`` off the queue if it is still there."""
+        if job.queued:
+            self._pending.remove(job)
+            self._taken(job)
+
+    def _taken(self, job: _Job[R]) -> None:
+        """Count ``job`` as no longer queued."""
+        job.queued = False
+        self._by_client[job.client] -= 1
+        if self._by_client[job.client] <= 0:
+            del self._by_client[job.client]
+
+    def _observe_depth(self) -> None:
+        """Publish the queue's depth."""
+        self._metrics.queue_depth.labels(self.model, self.lane).set(self.waiting)
 
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            self._metrics.queue_depth.labels(self.model, self.lane).set(self._queue.qsize())
+            self._observe_depth()
             for engine, raster in dict.fromkeys((job.engine, job.raster) for job in batch):
                 group = [job for job in batch if (job.engine, job.raster) == (engine, raster)]
                 await self._run_group(group, engine, raster)
-            for _ in batch:
-                self._queue.task_done()
 
     async def _collect(self) -> list[_Job[R]]:
-        batch = [await self._queue.get()]
+        """The next batch: at once when the lane was idle, else filled for up to ``max_delay_s``."""
+        busy = bool(self._pending)  # images queued while the last batch ran: more are likely on their way
+        batch: list[_Job[R]] = []
+        while not batch:
+            if not self._pending:
+                self._drained.set()
+                self._arrived.clear()
+                await self._arrived.wait()
+            self._take(batch)
         deadline = time.perf_counter() + self._max_delay_s
-        while len(batch) < self._max_batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
+        while busy and len(batch) < self._max_batch_size:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
+            self._arrived.clear()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
+            self._take(batch)
         return batch
+
+    def _take(self, batch: list[_Job[R]]) -> None:
+        """Move queued images whose requester is still waiting into ``batch``, up to a full batch."""
+        while self._pending and len(batch) < self._max_batch_size:
+            job = self._pending.popleft()
+            self._taken(job)
+            if not job.future.done():
+                batch.append(job)
 
     def _stacked(self, images: list[torch.Tensor], engine: str, raster: bool) -> Sequence[R]:
         return self._infer(torch.stack(images), engine, raster)
 
     async def _run_group(self, jobs: list[_Job[R]], engine: str, raster: bool) -> None:
-        jobs = [job for job in jobs if not job.future.done()]  # drop images whose client went away
+        jobs = [job for job in jobs if not job.future.done()]  # drop images whose requester went away
         if not jobs:
             return
         started = time.perf_counter()

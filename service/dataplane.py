@@ -60,10 +60,14 @@ class DataPlane:
         engine: str,
         compare: bool,
         raster: bool = False,
+        client: str = "",
     ) -> Inference:
-        """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked."""
+        """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked.
+
+        ``client`` names the caller for the batcher's per-client share of the queue.
+        """
         engines = (engine, *BASELINES) if compare else (engine,)
-        outcomes = await served.submit(images, engines, raster=(engine,) if raster else ())
+        outcomes = await served.submit(images, engines, raster=(engine,) if raster else (), client=client)
         for name, runs in outcomes.items():
             if ENGINES[name].spikes:
                 for outcome in runs:

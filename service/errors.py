@@ -39,7 +39,7 @@ class InvalidImage(ServiceError):
 
 
 class InvalidRequest(ServiceError):
-    """An Open Inference Protocol request's inputs, parameters or outputs are invalid."""
+    """A request is malformed: an Open Inference Protocol input, parameter or output, or a repeated part."""
 
     status, error = 400, "invalid_request"
 
@@ -83,10 +83,20 @@ class QueueFull(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
+class ClientDisconnected(ServiceError):
+    """The client closed the connection before its answer was ready; the answer reaches nobody."""
+
+    status, error = 499, "client_closed_request"
+
+
 def is_protocol(scope: Scope) -> bool:
     """Whether the request is for an Open Inference Protocol route (/v2...), whose errors have its shape."""
-    path = scope["path"].removeprefix(scope.get("root_path", ""))
-    return path == "/v2" or path.startswith("/v2/")
+    return is_protocol_path(scope["path"].removeprefix(scope.get("root_path", "")))
+
+
+def is_protocol_path(path: str) -> bool:
+    """Whether ``path`` (without the root path) is an Open Inference Protocol route's."""
+    return path == "/v2" or path.startswith(("/v2/", "/v2?"))
 
 
 def error_response(

@@ -1,4 +1,7 @@
-"""Prometheus metrics of one app instance, in a registry of its own."""
+"""Prometheus metrics of one app instance, in a registry of its own (with the process and Python collectors).
+
+No ``_created`` series: ``disable_created_metrics`` holds for the whole process once this module is imported.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,35 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from converter.energy import snn_energy_pj
+from converter.network import SpikingNetwork
 from converter.results import ImageResult
+
+disable_created_metrics()
 
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-COUNTS = tuple(float(10**e) for e in range(2, 12))
+R10 = (100, 125, 160, 200, 250, 315, 400, 500, 630, 800)  # Renard's R10 preferred numbers, x100
+
+
+def decades(first: int, last: int) -> tuple[float, ...]:
+    """Bucket bounds from 10**first to 10**last, ten a decade (R10: 1, 1.25, 1.6, 2, ... 8, holding 1-2-5)."""
+    return (*(m * 10**e / 100 for e in range(first, last) for m in R10), float(10**last))
+
+
+SPIKES = decades(1, 9)  # the tiny test models: 1e4; ResNet-20 on CIFAR-10: 2e5; rate-coded and larger: more
+ADDITIONS = decades(2, 11)  # ResNet-20 on CIFAR-10: 3e7 an image; a VGG-16 on ImageNet: about 1e10
+ENERGY_PJ = ADDITIONS  # 0.9 pJ an addition (converter.energy), so the same range as the additions
 
 
 class Metrics:
@@ -63,30 +85,64 @@ class Metrics:
         self.queue_depth = Gauge(
             "tsc_queue_depth", "Images waiting for a batch, per lane.", ["model", "lane"], registry=r
         )
-        self.spikes = Histogram(
-            "tsc_spikes_per_image",
-            "Spikes one inference emitted.",
-            ["model", "engine"],
-            buckets=COUNTS,
-            registry=r,
+        self.spikes = self._per_image("tsc_spikes_per_image", "Spikes one inference emitted.", SPIKES)
+        self.synaptic_additions = self._per_image(
+            "tsc_synaptic_additions_per_image", "Synaptic additions of one inference.", ADDITIONS
         )
-        self.synaptic_additions = Histogram(
-            "tsc_synaptic_additions_per_image",
-            "Synaptic additions of one inference.",
-            ["model", "engine"],
-            buckets=COUNTS,
-            registry=r,
+        self.energy = self._per_image(
+            "tsc_energy_per_image_picojoules",
+            "Energy estimate of one inference (converter.energy.snn_energy_pj).",
+            ENERGY_PJ,
         )
         self.models_loaded = Gauge("tsc_models_loaded", "Models loaded and warmed up.", registry=r)
+        self.model_info = Info(
+            "tsc_model",
+            "A loaded model: network name, version, T, windows in layer order, latency steps, precision.",
+            ["model"],
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)  # registers itself on CPython only
+
+    def _per_image(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+        """A cost histogram by model and engine, in this registry."""
+        return Histogram(name, documentation, ["model", "engine"], buckets=buckets, registry=self.registry)
 
     def observe_costs(self, model: str, engine: str, result: ImageResult) -> None:
-        """Record one image's spikes and synaptic additions."""
+        """Record one image's spikes, synaptic additions and energy estimate."""
         self.spikes.labels(model, engine).observe(result.spikes)
         self.synaptic_additions.labels(model, engine).observe(result.synaptic_additions)
+        energy = snn_energy_pj(result.synaptic_additions, result.neuron_updates)
+        self.energy.labels(model, engine).observe(energy)
+
+    def model_loaded(self, model: str, net: SpikingNetwork, loaded: int) -> None:
+        """Publish a loaded model's info series (windows: T if uniform, else every layer's) and the count."""
+        self.model_info.labels(model).info(
+            {
+                "name": net.name,
+                "version": net.version,
+                "T": str(net.T),
+                "windows": str(net.T) if net.uniform else ",".join(map(str, net.windows.values())),
+                "timesteps": str(net.timesteps),
+                "precision": str(net.dtype).removeprefix("torch."),
+            }
+        )
+        self.models_loaded.set(loaded)
+
+    def model_unloaded(self, model: str, loaded: int) -> None:
+        """Remove an unloaded model's info series and update the count of loaded models."""
+        self.model_info.remove(model)
+        self.models_loaded.set(loaded)
 
     def render(self) -> bytes:
         """The current values in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/models/{name}``), never the raw path; ``unmatched`` if none."""
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
 class RequestMetricsMiddleware:
@@ -116,7 +172,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.in_flight.dec()
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.request_duration.labels(method, route).observe(time.perf_counter() - started)

@@ -60,16 +60,20 @@ class ServedModel:
     batchers: dict[str, Batcher[ImageResult]]
 
     async def submit(
-        self, images: Sequence[torch.Tensor], engines: Sequence[str], raster: Collection[str] = ()
+        self,
+        images: Sequence[torch.Tensor],
+        engines: Sequence[str],
+        raster: Collection[str] = (),
+        client: str = "",
     ) -> dict[str, list[Outcome[ImageResult]]]:
         """Run every image on every engine (all or none), rasters on ``raster``'s; the outcomes by engine."""
         lanes: dict[str, list[str]] = {}
         for engine in engines:
             lanes.setdefault(ENGINES[engine].lane, []).append(engine)
         for lane, named in lanes.items():  # check every lane before queueing on any
-            self.batchers[lane].ensure_room(len(images) * len(named))
+            self.batchers[lane].ensure_room(len(images) * len(named), client)
         answers = await asyncio.gather(
-            *(self.batchers[lane].submit(images, named, raster) for lane, named in lanes.items())
+            *(self.batchers[lane].submit(images, named, raster, client) for lane, named in lanes.items())
         )
         return {
             e: out
@@ -160,11 +164,12 @@ class ModelStore:
                 max_delay_s=self.settings.max_batch_delay_ms / 1000,
                 max_queue_size=self.settings.max_queue_size,
                 lane=lane,
+                client_queue_size=self.settings.client_queue_size,
             )
             for lane, executor in executors.items()
         }
         self.models[name] = ServedModel(name, path, net, batchers)
-        self.metrics.models_loaded.set(len(self.models))
+        self.metrics.model_loaded(name, net, loaded=len(self.models))
         seconds = time.perf_counter() - started
         log.info("loaded %s (version %s, T=%d) from %s in %.2f s", name, net.version, net.T, path, seconds)
 
@@ -173,7 +178,7 @@ class ModelStore:
         self.failures[name] = reason
 
     def not_ready_reason(self) -> str | None:
-        """Why the store cannot serve yet (None when it can)."""
+        """Why the store cannot serve yet, paths and checkpoint errors included (None when it can)."""
         if self.stopping:
             return "the server is shutting down"
         if self.loading:
@@ -185,9 +190,19 @@ class ModelStore:
             return f"no checkpoint (<name>/manifest.json or <name>.safetensors) in {self.settings.model_dir}"
         return None
 
+    def public_not_ready_reason(self) -> str | None:
+        """Why the store cannot serve yet in words fit for anyone: no path, file name or hash."""
+        if self.stopping:
+            return "the server is shutting down"
+        if self.loading:
+            return "models are loading"
+        if not self.models:
+            return "no model could be loaded; the server log (and GET /models) say why"
+        return None
+
     def get(self, name: str | None) -> ServedModel:
         """The named model, or the default; raises NotReady or ModelNotFound."""
-        reason = self.not_ready_reason()
+        reason = self.public_not_ready_reason()
         if reason is not None:
             raise NotReady(reason)
         key = name or self.default_name

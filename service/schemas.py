@@ -222,6 +222,9 @@ class ModelList(BaseModel):
     default_model: str | None
     models: list[ModelSummary]
     failed: dict[str, str]
+    not_ready: str | None = Field(
+        None, description="Why the service is not ready, in full (/readyz gives only a generic reason)."
+    )
 
 
 class ModelDetail(ModelSummary):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import resource
 from pathlib import Path
 from typing import Literal
 
@@ -14,10 +16,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
+def default_concurrency_limit() -> int:
+    """Half the soft file-descriptor limit (each connection holds one), at most 1024, at least 2."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(2, min(1024, soft // 2))
+
+
 class Settings(BaseSettings):
     """Every knob of the service; each field ``x`` is set by the environment variable ``TSC_X``."""
 
-    model_config = SettingsConfigDict(env_prefix="TSC_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused TSC_API_KEY must not be echoed in the error
+    model_config = SettingsConfigDict(
+        env_prefix="TSC_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface uvicorn binds (the container sets 0.0.0.0).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn binds.")
@@ -26,12 +37,33 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(16 * MiB, ge=1024, description="Largest request body, all files together.")
     max_batch_files: int = Field(32, ge=1, description="Most files in one /classify/batch request.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded image (width x height).")
+    max_full_decode_pixels: int = Field(
+        8_000_000,
+        ge=1,
+        description="Largest PNG, WebP, BMP or GIF (decoded at full size, unlike JPEG, which is reduced on "
+        "load) for a model with a small input; a model allows at least TSC_FULL_DECODE_SCALE times its input "
+        "per side, and no format more than TSC_MAX_IMAGE_PIXELS.",
+    )
+    full_decode_scale: int = Field(32, ge=1, description="See TSC_MAX_FULL_DECODE_PIXELS.")
+    max_large_decodes: int = Field(
+        default_factory=lambda: max(1, available_cores() // 2),
+        ge=1,
+        description="Decodes of large images (over 1 MP once reduced on load) at once; more wait their turn, "
+        "so that small images are never held up behind them.",
+    )
     max_batch_size: int = Field(32, ge=1, description="Most images the dynamic batcher runs together.")
     max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000, description="Longest wait to fill a batch.")
     max_queue_size: int = Field(
         256,
         ge=1,
         description="Images waiting per model and lane (fast+ann; stepped+rate) before 503 queue_full.",
+    )
+    max_client_queue_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Part of a lane's queue one client (remote address) may fill; beyond it that client gets "
+        "503 queue_full while others are still served.",
     )
     torch_threads: int = Field(
         default_factory=lambda: max(1, available_cores() - 1),
@@ -47,15 +79,66 @@ class Settings(BaseSettings):
         "engine's on images with values within rounding of a level boundary.",
     )
     graceful_timeout_s: float = Field(30.0, gt=0, description="Time in-flight requests get at shutdown.")
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line and headers together (431 beyond)."
+    )
+    max_headers: int = Field(100, ge=8, description="Most header lines of a request (431 beyond).")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a connection has to send a request's line and headers (408 after)."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest pause while a request body streams in (408 after)."
+    )
+    keep_alive_timeout_s: int = Field(5, ge=1, description="Time an idle keep-alive connection stays open.")
+    limit_concurrency: int = Field(
+        default_factory=default_concurrency_limit,
+        ge=2,
+        description="Open connections (and requests being handled) at most; beyond it 503 overloaded. The "
+        "default is half the process's file-descriptor limit, at most 1024.",
+    )
+    backlog: int = Field(
+        1024, ge=1, description="Connections the kernel holds before the server accepts them."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text or as JSON objects (time, level, logger, message, request_id; access "
+        "lines also method, route, status, duration_ms, client).",
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_can_be_sent(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a key no client could send in a header: it would answer 401 to everyone."""
+        key = None if value is None else value.get_secret_value()
+        if key is not None and not (key.isascii() and key.isprintable() and key.strip() == key):
+            raise ValueError(
+                "TSC_API_KEY must be printable ASCII without leading or trailing whitespace (a header "
+                "cannot carry anything else, so no request could ever match it); leave it empty for no key"
+            )
+        return value
+
     @model_validator(mode="after")
     def _batch_fits_queue(self) -> Settings:
         if self.max_batch_files > self.max_queue_size:
             raise ValueError("TSC_MAX_BATCH_FILES must not exceed TSC_MAX_QUEUE_SIZE")
+        if self.max_batch_files > self.client_queue_size:
+            raise ValueError(
+                "TSC_MAX_BATCH_FILES must not exceed TSC_MAX_CLIENT_QUEUE_SHARE x TSC_MAX_QUEUE_SIZE"
+            )
         return self
+
+    @property
+    def client_queue_size(self) -> int:
+        """Images one client may have waiting in one lane (TSC_MAX_CLIENT_QUEUE_SHARE of the queue)."""
+        return math.ceil(self.max_client_queue_share * self.max_queue_size)
+
+    def full_decode_pixels(self, height: int, width: int) -> int:
+        """The pixel limit of formats decoded at full size, for a model of input ``height`` x ``width``."""
+        scaled = self.full_decode_scale**2 * height * width
+        return min(self.max_image_pixels, max(self.max_full_decode_pixels, scaled))

@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 
-from service.errors import PayloadTooLarge
+from service.dataplane import Inference
+from service.errors import InvalidRequest, PayloadTooLarge
 from service.reports import classification
 from service.routers.responses import errors
-from service.runtime import Runtime, RuntimeDep
+from service.runtime import Runtime, RuntimeDep, client_id, safe_filename, while_connected
 from service.schemas import BatchClassification, BatchForm, Classification, ClassifyForm, ClassifyOptions
 
 router = APIRouter(tags=["classify"])
@@ -34,6 +35,9 @@ async def classify(
     form: Annotated[ClassifyForm, Form(media_type="multipart/form-data")],
 ) -> Classification:
     """Classify one image; the answer carries its latency, spikes, operations and energy estimate."""
+    sent = len((await request.form()).getlist("file"))  # the parsed form, kept by the request
+    if sent > 1:
+        raise InvalidRequest(f"{sent} 'file' parts sent; send one (POST /classify/batch takes several)")
     (result,) = await _classify(request, runtime, [form.file], _options(query, form))
     return result
 
@@ -57,9 +61,15 @@ async def _classify(
     request: Request, runtime: Runtime, files: list[UploadFile], options: ClassifyOptions
 ) -> list[Classification]:
     served = runtime.dataplane.model(options.model)
-    images = await asyncio.gather(*(runtime.decode(file, served.net.input_spec) for file in files))
-    inference = await runtime.dataplane.infer(served, images, options.engine, options.compare, options.raster)
+
+    async def answer() -> Inference:
+        images = await asyncio.gather(*(runtime.decode(file, served.net.input_spec) for file in files))
+        engine, compare, raster = options.engine, options.compare, options.raster
+        return await runtime.dataplane.infer(served, images, engine, compare, raster, client_id(request))
+
+    inference = await while_connected(request, answer())
     server_ms = (time.perf_counter() - request.state.started) * 1000
     return [
-        classification(inference, i, options.top_k, server_ms, file.filename) for i, file in enumerate(files)
+        classification(inference, i, options.top_k, server_ms, safe_filename(file.filename))
+        for i, file in enumerate(files)
     ]

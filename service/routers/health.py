@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 
 
 def _ready(runtime: Runtime) -> Readiness:
-    reason = runtime.store.not_ready_reason()
+    reason = runtime.store.public_not_ready_reason()  # the full one is in the log and GET /models
     if reason is not None:
         raise NotReady(reason)
     default = runtime.store.default_name
@@ -30,7 +30,7 @@ async def livez() -> Liveness:
 
 @router.get("/readyz", responses=errors(503))
 async def readyz(runtime: RuntimeDep) -> Readiness:
-    """200 once every model is loaded and warmed up; 503 with the reason before that and during shutdown."""
+    """200 once every model is loaded and warmed up; 503 with a generic reason before that and at shutdown."""
     return _ready(runtime)
 
 

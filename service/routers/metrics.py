@@ -1,15 +1,23 @@
-"""GET /metrics in the Prometheus text format."""
+"""GET /metrics in the Prometheus text format; HEAD /metrics its headers alone."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from service.runtime import RuntimeDep
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(runtime: RuntimeDep) -> Response:
-    """Request counts and durations, queue and inference times, batch sizes, spikes and synaptic additions."""
-    return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
+@router.api_route(
+    "/metrics",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Request counts and durations, queue and inference times, batch sizes, spikes, additions and energy."""
+    body = runtime.metrics.render()
+    if request.method == "HEAD":  # the headers GET would send, Content-Length included, and no body
+        return Response(headers={"Content-Length": str(len(body))}, media_type=runtime.metrics.content_type)
+    return Response(body, media_type=runtime.metrics.content_type)

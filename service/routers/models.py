@@ -24,6 +24,7 @@ async def list_models(runtime: RuntimeDep) -> ModelList:
         default_model=store.default_name,
         models=[model_summary(served, store.default_name) for served in store.models.values()],
         failed=store.failures,
+        not_ready=store.not_ready_reason(),
     )
 
 

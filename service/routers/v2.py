@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
+from service.dataplane import Inference
 from service.errors import InvalidRequest, UnsupportedMediaType
 from service.protocol import (
     BINARY,
@@ -25,7 +26,7 @@ from service.protocol import (
 from service.registry import ServedModel
 from service.routers.models import ModelName
 from service.routers.responses import errors
-from service.runtime import Runtime, RuntimeDep
+from service.runtime import Runtime, RuntimeDep, client_id, while_connected
 from service.tensors import encoded_images, metadata, output_tensors, pixels, requested_outputs
 
 Version = Annotated[str, Path(description="The model's version, as its metadata lists it.")]
@@ -82,32 +83,43 @@ async def version_ready(runtime: RuntimeDep, name: ModelName, version: Version) 
 
 
 @router.post("/v2/models/{name}/infer", responses=INFER_ERRORS, response_model_exclude_none=True)
-async def infer(runtime: RuntimeDep, name: ModelName, body: V2InferRequest) -> V2InferResponse:
+async def infer(
+    request: Request, runtime: RuntimeDep, name: ModelName, body: V2InferRequest
+) -> V2InferResponse:
     """Classify pixels or encoded images: logits, probabilities and what the spiking run cost, per image."""
-    return await _infer(runtime, runtime.dataplane.model(name), body)
+    return await _infer(request, runtime, runtime.dataplane.model(name), body)
 
 
 @router.post(
     "/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, response_model_exclude_none=True
 )
 async def infer_version(
-    runtime: RuntimeDep, name: ModelName, version: Version, body: V2InferRequest
+    request: Request, runtime: RuntimeDep, name: ModelName, version: Version, body: V2InferRequest
 ) -> V2InferResponse:
     """Inference, when ``version`` is the loaded model's version (404 otherwise)."""
-    return await _infer(runtime, runtime.dataplane.model(name, version), body)
+    return await _infer(request, runtime, runtime.dataplane.model(name, version), body)
 
 
-async def _infer(runtime: Runtime, served: ServedModel, body: V2InferRequest) -> V2InferResponse:
+async def _infer(
+    request: Request, runtime: Runtime, served: ServedModel, body: V2InferRequest
+) -> V2InferResponse:
     names = requested_outputs(body)
     tensor, spec, most = body.inputs[0], served.net.input_spec, runtime.settings.max_batch_files
-    if tensor.name == "pixels":
-        images = pixels(tensor, spec, most)
-    else:
-        encoded = encoded_images(tensor, most)
-        decoding = (runtime.decode_bytes(data, None, spec, f"image[{i}]") for i, data in enumerate(encoded))
-        images = list(await asyncio.gather(*decoding))
     options = body.parameters
-    inference = await runtime.dataplane.infer(served, images, options.engine, options.compare)
+
+    async def answer() -> Inference:
+        if tensor.name == "pixels":
+            images = pixels(tensor, spec, most)
+        else:
+            encoded = encoded_images(tensor, most)
+            decoding = (
+                runtime.decode_bytes(data, None, spec, f"image[{i}]") for i, data in enumerate(encoded)
+            )
+            images = list(await asyncio.gather(*decoding))
+        engine, compare = options.engine, options.compare
+        return await runtime.dataplane.infer(served, images, engine, compare, client=client_id(request))
+
+    inference = await while_connected(request, answer())
     return V2InferResponse(
         model_name=served.name,
         model_version=served.net.version,

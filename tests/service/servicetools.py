@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from benchmarks.harness import free_port
 from service.app import create_app
 from service.settings import Settings
 
@@ -111,3 +113,10 @@ def start(argv: list[str], env: dict[str, str], log: Path, port: int) -> Server:
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"server not ready in time:\n{log.read_text()}")
+
+
+def start_service(model_dir: Path, log: Path, **env: str) -> Server:
+    """``python -m service`` on a free loopback port serving ``model_dir`` (default: tiny), with ``env``."""
+    port = free_port()
+    argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    return start(argv, {"TSC_MODEL_DIR": str(model_dir), "TSC_DEFAULT_MODEL": "tiny", **env}, log, port)

@@ -81,12 +81,31 @@ async def test_engines_run_in_separate_groups(engine: FakeEngine) -> None:
     assert sorted(engine.batches) == [("ann", 2), ("fast", 2)]
 
 
-async def test_a_lone_request_waits_at_most_the_delay(engine: FakeEngine) -> None:
+async def test_a_lone_request_on_an_idle_lane_runs_at_once(engine: FakeEngine) -> None:
     with ThreadPoolExecutor(1) as pool:
-        batcher = make(engine, pool, max_delay_s=0.2)
+        batcher = make(engine, pool, max_delay_s=0.5)
+        await asyncio.sleep(0.01)  # the worker is waiting for work
         ((outcome,),) = await batcher.submit([image(0)], ["fast"])
         await batcher.close()
-    assert 0.15 <= outcome.queue_s < 1.0
+    assert outcome.queue_s < 0.1  # not the half second of the delay
+
+
+async def test_images_queued_behind_a_batch_wait_up_to_the_delay_for_more(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_delay_s=0.2)
+        await asyncio.sleep(0.01)
+        first = asyncio.ensure_future(batcher.submit([image(0)], ["fast"]))
+        await asyncio.sleep(0.05)  # the first image runs alone, at once, and is held in the engine
+        second = asyncio.ensure_future(batcher.submit([image(1)], ["fast"]))
+        await asyncio.sleep(0.01)
+        engine.gate.set()
+        await asyncio.sleep(0.05)  # within the delay that the lane, busy when the second came, now waits
+        third = asyncio.ensure_future(batcher.submit([image(2)], ["fast"]))
+        results = await asyncio.gather(first, second, third)
+        await batcher.close()
+    assert engine.batches == [("fast", 1), ("fast", 2)]
+    assert [r[0][0].batch_size for r in results] == [1, 2, 2]
 
 
 async def test_a_full_queue_refuses_all_of_a_request(engine: FakeEngine) -> None:
@@ -186,3 +205,60 @@ async def test_a_full_lane_refuses_the_whole_request(engine: FakeEngine) -> None
         assert lanes["interactive"].has_room(8)  # nothing was queued on the lane that had room
         engine.gate.set()
         await served.close()
+
+
+async def test_a_cancelled_request_leaves_the_queue_at_once(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_batch_size=4, max_delay_s=0, max_queue_size=4)
+        await asyncio.sleep(0.01)
+        first = asyncio.ensure_future(batcher.submit([image(0)], ["fast"]))
+        await asyncio.sleep(0.05)  # running, held in the engine
+        gone = asyncio.ensure_future(batcher.submit([image(i) for i in range(1, 5)], ["fast"]))
+        await asyncio.sleep(0.01)
+        assert batcher.waiting == 4 and not batcher.has_room(1)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        assert batcher.waiting == 0  # its four images left the queue before the engine was free again
+        engine.gate.set()
+        await first
+        await batcher.close()
+    assert engine.batches == [("fast", 1)]
+
+
+async def test_a_batch_whose_requesters_all_left_is_not_run(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_delay_s=0)
+        await asyncio.sleep(0.01)
+        # one batch, two engine groups: the fast group is held in the engine when the requester leaves
+        gone = asyncio.ensure_future(batcher.submit([image(0), image(1)], ["fast", "ann"]))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        engine.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await batcher.close()
+    assert engine.batches == [("fast", 2)]  # the ann group was never started
+
+
+async def test_one_client_cannot_fill_the_queue(engine: FakeEngine) -> None:
+    engine.gate.clear()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = make(engine, pool, max_batch_size=1, max_delay_s=0, max_queue_size=8, client_queue_size=4)
+        await asyncio.sleep(0.01)
+        running = asyncio.ensure_future(batcher.submit([image(0)], ["fast"], client="greedy"))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(
+            batcher.submit([image(i) for i in range(4)], ["fast"], client="greedy")
+        )
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull, match="4 images of this client already wait"):
+            await batcher.submit([image(5)], ["fast"], client="greedy")
+        assert batcher.has_room(4, client="polite")
+        polite = asyncio.ensure_future(batcher.submit([image(6)], ["fast"], client="polite"))
+        engine.gate.set()
+        await asyncio.gather(running, waiting, polite)
+        assert batcher.has_room(4, client="greedy")  # answered, its share is free again
+        await batcher.close()

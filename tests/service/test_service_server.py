@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from servicetools import REPO, Server, encode, picture, start
+from servicetools import REPO, Server, encode, picture, start, start_service
 
 from benchmarks.harness import free_port
 
@@ -79,25 +81,26 @@ def test_healthcheck_command(server: Server) -> None:
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(model_dir: Path, tmp_path: Path) -> None:
-    port = free_port()
-    argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    # A lone request waits 1.5 s for its batch to fill: SIGTERM arrives while it is queued.
-    env = {"TSC_MODEL_DIR": str(model_dir), "TSC_DEFAULT_MODEL": "tiny", "TSC_MAX_BATCH_DELAY_MS": "1500"}
-    server = start(argv, env, tmp_path / "server.log", port)
-    result: dict[str, httpx.Response] = {}
-    files = {"file": ("a.png", encode(picture()), "image/png")}
-    request = threading.Thread(
-        target=lambda: result.update(r=httpx.post(f"{server.url}/classify", files=files))
-    )
-    request.start()
-    deadline = time.monotonic() + 30
-    while "tsc_http_requests_in_flight 2.0" not in httpx.get(f"{server.url}/metrics").text:
-        assert time.monotonic() < deadline, "the classify request never reached the server"
-        time.sleep(0.05)  # until it is in flight (the other request in flight is this /metrics one)
-    server.stop()
-    request.join(timeout=30)
-    assert result["r"].status_code == 200, result["r"].text
-    assert result["r"].json()["latency"]["queue_ms"] > 1000
+    # SIGTERM arrives while the request's body is still coming in: uvicorn waits for it, and it is answered.
+    server = start_service(model_dir, tmp_path / "server.log")
+    upload = httpx.Request("POST", f"{server.url}/classify", files={"file": ("a.png", encode(picture()))})
+    body = upload.read()
+    head = f"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: {upload.headers['content-type']}\r\n"
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:64])
+        deadline = time.monotonic() + 30
+        while "tsc_http_requests_in_flight 2.0" not in httpx.get(f"{server.url}/metrics").text:
+            assert time.monotonic() < deadline, "the classify request never reached the server"
+            time.sleep(0.05)  # until it is in flight (the other request in flight is this /metrics one)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the server is shutting down, waiting for this request
+        sock.sendall(body[64:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
     log = server.log.read_text()
     assert "Traceback" not in log
-    assert log.index('POST /classify HTTP/1.1" 200') < log.index("service.runtime: stopped")
+    assert re.search(r"POST /classify 200 [\d.]+ ms", log), log  # the access line (service.logs)
+    assert re.search(r"POST /classify 200", log).start() < log.index("stopped")

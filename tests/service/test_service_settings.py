@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from converter.system import available_cores
-from service.settings import REPO_ROOT, Settings
+from service.settings import REPO_ROOT, Settings, default_concurrency_limit
 
 
 def test_defaults_serve_the_embedded_model_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,8 +56,30 @@ def test_an_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
         {"max_batch_size": 0},
         {"torch_threads": 0},
         {"max_batch_files": 300, "max_queue_size": 8},
+        {"max_batch_files": 32, "max_queue_size": 40},  # one client may queue only 20 of them
+        {"max_client_queue_share": 0},
+        {"max_header_bytes": 100},
+        {"header_timeout_s": 0},
+        {"limit_concurrency": 1},
     ],
 )
 def test_invalid_values_are_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
         Settings(**bad)
+
+
+def test_connection_and_decode_limits_have_safe_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"TSC_{name.upper()}", raising=False)
+    s = Settings()
+    assert (s.max_header_bytes, s.max_headers, s.header_timeout_s, s.body_timeout_s) == (16384, 100, 10, 30)
+    assert (s.keep_alive_timeout_s, s.backlog) == (5, 1024)
+    assert s.limit_concurrency == default_concurrency_limit() <= 1024
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
+    assert Settings().limit_concurrency == 128  # half the descriptors: 300 stalled clients cannot take all
+    assert (s.max_full_decode_pixels, s.full_decode_scale, s.max_large_decodes) == (
+        8_000_000,
+        32,
+        max(1, available_cores() // 2),
+    )
+    assert (s.max_client_queue_share, s.client_queue_size) == (0.5, 128)

@@ -1,0 +1,1 @@
+"""Deployment configurations of the service; deploy.ray holds its Ray Serve application."""
