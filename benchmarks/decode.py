@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from benchmarks.harness import Server, add_model_arguments, model_dir, serve
+from benchmarks.harness import Server, model_dir, serve, server_benchmark_parser
 
 
 def single_colour_png(side: int) -> bytes:
@@ -130,10 +130,7 @@ async def measure(server: Server, args: argparse.Namespace) -> Figures:
 
 def main() -> int:
     """Run the measurement and print it."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_model_arguments(parser)
+    parser = server_benchmark_parser(__doc__)
     parser.add_argument("--side", type=int, default=6000, help="side of the single-colour PNG")
     parser.add_argument("--batches", type=int, default=4, help="concurrent /classify/batch requests")
     parser.add_argument("--files", type=int, default=32, help="PNGs per batch request")

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from benchmarks.harness import Server, add_model_arguments, model_dir, requests_by_status, serve
+from benchmarks.harness import Server, model_dir, requests_by_status, serve, server_benchmark_parser
 
 UPLOAD_LIMIT = 4 * 2**20
 PIXEL_LIMIT = 40_000_000
@@ -194,10 +194,7 @@ async def post_corpus(server: Server, args: argparse.Namespace, rng: random.Rand
 
 def main() -> int:
     """Fuzz and report; 1 on any failure."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_model_arguments(parser)
+    parser = server_benchmark_parser(__doc__)
     parser.set_defaults(T=2)
     parser.add_argument("--examples", type=int, default=150, help="schemathesis examples per operation")
     parser.add_argument("--mutations", type=int, default=2000, help="mutated images to send")

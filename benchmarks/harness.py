@@ -22,6 +22,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
+def server_benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser described by its module docstring, with the model arguments added."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    return parser
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model-dir/--model (serve existing checkpoints) or --arch/--T (convert an untrained zoo model)."""
     parser.add_argument("--model-dir", type=Path, help="serve this model directory (default: convert --arch)")

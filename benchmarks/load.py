@@ -14,7 +14,6 @@ Target: HTTP/raw >= 0.5 with batching, zero errors. Exit status 1 when any reque
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -29,7 +28,7 @@ import httpx
 import torch
 from PIL import Image
 
-from benchmarks.harness import Server, add_model_arguments, model_dir, serve
+from benchmarks.harness import Server, model_dir, serve, server_benchmark_parser
 from converter import load
 from service.registry import discover
 from service.settings import Settings
@@ -130,10 +129,7 @@ async def hammer(server: Server, request: bytes, concurrency: int, seconds: floa
 
 def main() -> int:
     """Run the benchmark and print its table; 1 when any request failed."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_model_arguments(parser)
+    parser = server_benchmark_parser(__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--batch-size", type=int, default=32, help="TSC_MAX_BATCH_SIZE of the server")

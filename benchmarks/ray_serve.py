@@ -12,7 +12,6 @@ on the same machine, so on a small one it takes cores from the replicas it measu
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import sys
@@ -25,7 +24,7 @@ import httpx
 import torch
 from PIL import Image
 
-from benchmarks.harness import add_model_arguments, free_port, model_dir
+from benchmarks.harness import free_port, model_dir, server_benchmark_parser
 from deploy.ray.app import REPLICA_HEADER
 from deploy.ray.local import deploy, local_cluster, running_replicas
 from service.registry import discover
@@ -74,10 +73,7 @@ async def load(url: str, image: bytes, concurrency: int, seconds: float) -> tupl
 
 def main() -> int:
     """Run the benchmark and print its table; 1 when any request failed."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_model_arguments(parser)
+    parser = server_benchmark_parser(__doc__)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per replica count")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
