@@ -67,8 +67,8 @@ def _pointwise(op: Op) -> bool:
     """Whether an op maps each pixel to the same pixel (a 1x1 stride-1 conv, a channel map or pad)."""
     if isinstance(op, Conv2d):
         return list(op.weight.shape[2:]) == [1, 1] and op.stride == [1, 1] and op.padding == [0, 0]
-    if isinstance(op, Pad):
-        return not any(op.pad[:-2])
+    if isinstance(op, Pad):  # channels are the third pair of F.pad's list: the first two must be zero
+        return len(op.pad) >= 6 and not any(op.pad[:4]) and not any(op.pad[6:])
     return isinstance(op, (ChannelAffine, ChannelPermutation))
 
 

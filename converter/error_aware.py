@@ -94,8 +94,8 @@ def _candidates(
 
 
 def _exact(p: Population, z: Tensor, lam: Tensor | None) -> Tensor:
-    """The ANN's activation: ReLU, or the clip-floor it was trained with."""
-    return dequantised(z, lam, *p.quantised) if lam is not None and p.quantised else z.relu()
+    """The ANN's activation: ReLU (clipped at ``p.clip`` for a clipped ReLU), or its trained clip-floor."""
+    return dequantised(z, lam, *p.quantised) if lam is not None and p.quantised else z.clamp(0, p.clip)
 
 
 def calibrate_error_aware(
@@ -144,6 +144,8 @@ def calibrate_error_aware(
                 lam, errors = fixed[p.name].float(), None
             else:
                 candidates = _candidates(exact[p.name], zq, T, shift, per_channel, gen)
+                if p.clip is not None:  # a clipped ReLU's threshold never exceeds its clip
+                    candidates = [c.clamp_max(p.clip) for c in candidates]
                 errors = []
                 for lam in candidates:
                     acts = {k: v[:n] for k, v in quant.items()} | {p.name: dequantised(zq[:n], lam, T, shift)}

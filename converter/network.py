@@ -37,7 +37,7 @@ class InputSpec:
                 f"expected images of shape (N, {', '.join(map(str, want))}), got {tuple(images.shape)}"
             )
         low, high = (images.min().item(), images.max().item()) if images.numel() else (0, 0)
-        if low < 0 or high > 1:
+        if not (low >= 0 and high <= 1):  # NaN fails too
             raise ValueError(
                 f"expected pixels in [0, 1], got values in [{low:.4g}, {high:.4g}] (divide by 255)"
             )
@@ -207,9 +207,10 @@ class SpikingNetwork:
         return save_checkpoint(path, {**self.manifest, "graph": spec}, tensors)
 
 
-def _dry_run(net: SpikingNetwork, path: str | Path) -> None:
+def _dry_run(graph: Graph, lams: dict[str, Tensor], spec: InputSpec, path: str | Path) -> None:
     """Run one blank image through the graph so that a malformed one fails at load, not at run time."""
-    spec, by_name = net.input_spec, net.graph.by_name
+    by_name = graph.by_name
+    dtype = next(iter(lams.values())).dtype if lams else torch.float32
 
     def check_shape(name: str, activation: Tensor) -> None:
         if tuple(activation.shape[1:]) != by_name[name].shape:
@@ -219,8 +220,8 @@ def _dry_run(net: SpikingNetwork, path: str | Path) -> None:
 
     try:
         with torch.no_grad():
-            x = torch.zeros(1, spec.channels, spec.height, spec.width, dtype=net.dtype)
-            check_shape("output", ann.forward(net.graph, x, on_neuron=check_shape, lams=net.lams))
+            x = torch.zeros(1, spec.channels, spec.height, spec.width, dtype=dtype)
+            check_shape("output", ann.forward(graph, x, on_neuron=check_shape, lams=lams))
     except (RuntimeError, ValueError, IndexError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: the graph cannot run on its own input ({first})") from None
@@ -244,6 +245,8 @@ def load(path: str | Path) -> SpikingNetwork:
                 raise CheckpointError(
                     f"{path}: bias correction {name!r} of shape {tuple(c.shape)} fits no layer"
                 )
+        spec = InputSpec(**{k: int(manifest["input"][k]) for k in ("channels", "height", "width")})
+        _dry_run(graph, lams, spec, path)  # before the constructor counts synapses on the graph
         net = SpikingNetwork(
             graph,
             lams,
@@ -252,7 +255,7 @@ def load(path: str | Path) -> SpikingNetwork:
             name=manifest["name"],
             version=str(manifest["version"]),
             labels=manifest["labels"],
-            input_spec=InputSpec(**{k: int(manifest["input"][k]) for k in ("channels", "height", "width")}),
+            input_spec=spec,
             calibration=manifest.get("calibration", {}),
             provenance=manifest.get("provenance", {}),
             accuracy=manifest.get("accuracy", {}),
@@ -260,11 +263,10 @@ def load(path: str | Path) -> SpikingNetwork:
         )
         if manifest["T"] != net.T or net.timesteps != manifest.get("latency_steps", net.timesteps):
             raise CheckpointError(f"{path}: T and latency_steps disagree with the windows")
-        _dry_run(net, path)
         return net
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
         raise CheckpointError(
             f"{path}: manifest is incomplete or inconsistent ({type(e).__name__}: {e})"
         ) from None

@@ -96,19 +96,20 @@ def convert(
         raise ValueError(f"T='auto' needs max_T >= 1 and max_drop >= 0, got {max_T} and {max_drop}")
     images = calibration_images.detach().float()
     low, high = images.min().item(), images.max().item()
-    if low < 0 or high > 1:
+    if not (low >= 0 and high <= 1):  # NaN fails too
         raise ValueError(
             f"calibration images must be pixels in [0, 1], got values in [{low:.4g}, {high:.4g}] "
             "(divide 8-bit pixels by 255; normalise inside the model)"
         )
     cal = Calibration(method, percentile, per_channel, bias_correction)
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     try:
         # 1. trace: populations and synapse paths, BatchNorm and pooling folded; checked against the model
         graph, fixed = trace_model(model, images[:1])
         self_check(model, images)
     finally:
-        model.train(was_training)
+        for m, training in modes.items():  # the user's model as it was, frozen BatchNorms included
+            m.training = training
     described = {
         "source_model": type(model).__name__,
         "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -38,7 +38,7 @@ class _Recorder(fx.Interpreter):
         """Run one node and record its output."""
         out = super().run_node(n)
         if isinstance(out, Tensor):
-            self.outputs[n.name] = out
+            self.outputs[n.name] = out.clone()  # a later in-place op must not change what was recorded
         return out
 
 

@@ -77,7 +77,7 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
     model = model.eval()
     gm = symbolic_trace(model)
     try:  # two images, so that the batch dimension is visible in every shape
-        ShapeProp(gm).propagate(example[:1].expand(2, *example.shape[1:]))
+        ShapeProp(gm).propagate(example[:1].repeat(2, *([1] * (example.dim() - 1))))
     except RuntimeError as e:
         raise ConversionError(
             f"the model cannot run on a batch of two images: {str(e).splitlines()[0]}"
@@ -95,6 +95,12 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
         elif node.op == "get_attr":
             b.values[node] = Const(_fetch_attr(gm, node.target))
         elif node.op in ("call_module", "call_function", "call_method"):
+            if node.op == "call_method" and str(node.target).endswith("_") and not node.users:
+                raise b.fail(
+                    node,
+                    f"the in-place {node.target}() changes a tensor whose later uses fx does not see; "
+                    f"write y = y.{str(node.target)[:-1]}(...) instead",
+                )
             rule = rule_for(node, b.modules)
             if rule is None:
                 raise b.fail(node, _no_rule(node, b.modules))

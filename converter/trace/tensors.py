@@ -58,7 +58,7 @@ def _reshape_fn(b: Builder, node: fx.Node, _: Any) -> Value:
 
 
 def _permute_fn(b: Builder, node: fx.Node, _: Any) -> Value:
-    """``transpose``, ``permute`` and ``.T`` of the image's dimensions (the batch stays first)."""
+    """``transpose``, ``swapaxes`` and ``permute`` of the image's dimensions (the batch stays first)."""
     ndim = len(b.shape(node.args[0])) + 1
     if node.target in ("transpose", torch.transpose, "swapaxes", torch.swapaxes):
         first, second = (b.arg(node, 1, "dim0") % ndim, b.arg(node, 2, "dim1") % ndim)

@@ -161,3 +161,22 @@ def test_groups_too_large_to_probe_fall_back_to_path_counts_with_a_warning(monke
     exact = brute_force_fanouts(net)
     assert all(bool((net.fanouts[k] >= exact[k]).all()) for k in exact)
     assert any(bool((net.fanouts[k] > exact[k]).any()) for k in exact)
+
+
+class CroppedBottleneck(nn.Module):
+    """A spatial crop (negative padding) before two 1x1 convs: not a pointwise chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)
+        self.fc = nn.Linear(3 * 3 * 3, 2)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        return self.fc(F.relu(self.b(self.a(F.pad(h, (0, 0, -1, -1))))).flatten(1)[:, :27])
+
+
+def test_spatial_pads_are_not_taken_for_channel_pads():
+    torch.manual_seed(0)
+    net = convert(CroppedBottleneck().eval(), torch.rand(3, 2, 5, 3), T=4)
+    assert_exact_counts(net)

@@ -342,3 +342,47 @@ def test_bilinear_upsampling_is_refused():
     head = Fn(lambda y: F.interpolate(y, scale_factor=2, mode="bilinear").mean((2, 3)))
     with pytest.raises(ConversionError, match="only nearest by integer factors"):
         convert(Heads(head).eval(), torch.rand(2, 3, 8, 8))
+
+
+class InPlace(nn.Module):
+    """In-place methods: on the input (result used: fine) and on a ReLU output (result dropped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3), nn.Linear(144, 2)
+
+    def forward(self, x):
+        x = x.mul_(1.0)
+        y = F.relu(self.c1(x))
+        y.add_(self.c2(x))
+        return self.fc(F.relu(y).flatten(1))
+
+
+def test_an_in_place_method_whose_result_is_dropped_is_refused():
+    with pytest.raises(ConversionError, match=r"in-place add_\(\) changes a tensor"):
+        convert(InPlace().eval(), torch.rand(4, 3, 8, 8))
+
+
+def test_nan_pixels_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)).eval()
+    x = torch.rand(4, 3, 8, 8)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+        convert(model, x)
+
+
+def test_frozen_batchnorm_stays_frozen_in_a_training_model():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    model.train()
+    model[1].eval()
+    convert(model, torch.rand(4, 3, 8, 8), T=4)
+    assert model.training and not model[1].training and model[0].training
+
+
+def test_error_aware_thresholds_respect_the_clip():
+    torch.manual_seed(0)
+    model = Clipped(nn.ReLU6()).eval()
+    with torch.no_grad():
+        model.conv.weight.mul_(20)  # activations well above 6
+    net = convert(model, torch.rand(8, 3, 8, 8), T=8, method="error-aware")
+    assert float(net.lam(net.graph.neurons[0].name).max()) <= 6.0
