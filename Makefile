@@ -15,15 +15,11 @@ T ?= 4
 T_IN ?= 8
 # the shipped model's recipe (2 CPU cores: ResNet-20 ~2-6 min/epoch; DEVICE=cuda on a GPU)
 EPOCHS ?= 20
-RESTART_EPOCHS ?= 12
-BASE_RUN := resnet20-sgdr$(RESTART_EPOCHS)
-LOSSLESS_RUN := $(BASE_RUN)-cf$(T)-in$(T_IN)
 LOSSLESS_EPOCHS ?= 2
 VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
-.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 restart-resnet20 lossless-resnet20 \
-        convert-resnet20 \
+.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 convert-resnet20 \
         lowt-thirdparty train-vgg16 convert-vgg16 results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
@@ -67,26 +63,19 @@ $(CACHE)/cifar10/test:
 	mkdir -p $(CACHE)
 	tar xzf $(SHARED)/datasets/cifar10-jpeg.tar.gz -C $(CACHE)
 
-## train-resnet20 / restart-resnet20 / lossless-resnet20 / convert-resnet20: the default model, end to end
+## train-resnet20 / lossless-resnet20 / convert-resnet20: the embedded default model, end to end
 train-resnet20: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --epochs $(EPOCHS) --lr 0.1 --wd 5e-4 \
 		--label-smoothing 0.1 --warmup-epochs 1 --device $(DEVICE) --out $(RUNS)/resnet20
 
-## restart-resnet20: a second, shorter cosine cycle from the first one's weights (a warm restart)
-restart-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(RUNS)/resnet20/model.safetensors \
-		--epochs $(RESTART_EPOCHS) --lr 0.04 --wd 5e-4 --label-smoothing 0.1 --warmup-epochs 1 \
-		--device $(DEVICE) --out $(RUNS)/$(BASE_RUN)
-
 ## lossless-resnet20: low-T training, clip-floor activation with a learnable threshold per layer at T
 lossless-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data $(DATA) \
-		--init $(RUNS)/$(BASE_RUN)/model.safetensors \
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(RUNS)/resnet20/model.safetensors \
 		--clip-floor $(T) --clip-floor-input $(T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
-		--warmup-epochs 0 --device $(DEVICE) --out $(RUNS)/$(LOSSLESS_RUN)
+		--warmup-epochs 0 --device $(DEVICE) --out $(RUNS)/resnet20-cf$(T)-in$(T_IN)
 
 convert-resnet20: $(VENV)/.installed data
-	$(PY) -m converter convert --run $(RUNS)/$(LOSSLESS_RUN) --data $(DATA) --T trained \
+	$(PY) -m converter convert --run $(RUNS)/resnet20-cf$(T)-in$(T_IN) --data $(DATA) --T trained \
 		--name resnet20-cifar10 --out models/resnet20-cifar10
 
 ## lowt-thirdparty: the third-party ResNet-20 (a measurement, never shipped) low-T trained at T
