@@ -100,6 +100,17 @@ def _dir(net, tmp_path):
     return path
 
 
+def _edited(net, tmp_path, edit, reseal=False):
+    """A saved checkpoint whose manifest ``edit`` changed in place (and sealed again when ``reseal``)."""
+    path = _dir(net, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    edit(m)
+    if reseal:
+        m["manifest_sha256"] = manifest_sha256(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+    return path
+
+
 def test_missing(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load(tmp_path / "nope")
@@ -158,20 +169,13 @@ def test_corrupt_manifest(net, tmp_path):
 
 
 def test_wrong_schema_version(net, tmp_path):
-    path = _dir(net, tmp_path)
-    m = json.loads((path / "manifest.json").read_text())
-    m["schema_version"] = 99
-    (path / "manifest.json").write_text(json.dumps(m))
+    path = _edited(net, tmp_path, lambda m: m.update(schema_version=99))
     with pytest.raises(CheckpointError, match="schema version 99"):
         load(path)
 
 
 def test_inconsistent_manifest(net, tmp_path):
-    path = _dir(net, tmp_path)
-    m = json.loads((path / "manifest.json").read_text())
-    del m["graph"]
-    m["manifest_sha256"] = manifest_sha256(m)  # consistent seal, inconsistent content
-    (path / "manifest.json").write_text(json.dumps(m))
+    path = _edited(net, tmp_path, lambda m: m.pop("graph"), reseal=True)  # sealed, yet inconsistent
     with pytest.raises(CheckpointError, match="incomplete or inconsistent"):
         load(path)
 
@@ -193,31 +197,27 @@ def test_not_a_checkpoint_dir(tmp_path):
     [("T", 4), ("shift", 0.0), ("labels", list("edcba")), ("windows", None), ("input", {"channels": 1})],
 )
 def test_edited_behaviour_fields_are_refused(net, tmp_path, field, value):
-    path = _dir(net, tmp_path)
-    m = json.loads((path / "manifest.json").read_text())
-    m[field] = value
-    (path / "manifest.json").write_text(json.dumps(m))
+    path = _edited(net, tmp_path, lambda m: m.update({field: value}))
     with pytest.raises(CheckpointError, match="were edited after it was written"):
         load(path)
 
 
 def test_descriptive_fields_may_be_edited(net, tmp_path):
-    path = _dir(net, tmp_path)
-    m = json.loads((path / "manifest.json").read_text())
-    m["provenance"]["note"] = "retrained on Tuesday"
-    m["accuracy"] = {"tsc": 0.5}
-    (path / "manifest.json").write_text(json.dumps(m))
+    def describe(m):
+        m["provenance"]["note"] = "retrained on Tuesday"
+        m["accuracy"] = {"tsc": 0.5}
+
+    path = _edited(net, tmp_path, describe)
     assert load(path).provenance["note"] == "retrained on Tuesday"
 
 
 def test_malformed_graph_fails_at_load_not_at_run_time(net, tmp_path):
-    path = _dir(net, tmp_path)
-    m = json.loads((path / "manifest.json").read_text())
-    conv = next(
-        op for p in m["graph"]["populations"] for t in p["terms"] for op in t["ops"] if op["kind"] == "conv2d"
-    )
-    conv["params"]["stride"] = [5, 5]
-    m["manifest_sha256"] = manifest_sha256(m)  # re-sealed: only the dry run can tell
-    (path / "manifest.json").write_text(json.dumps(m))
+
+    def stride_five(m):
+        populations = m["graph"]["populations"]
+        conv = next(op for p in populations for t in p["terms"] for op in t["ops"] if op["kind"] == "conv2d")
+        conv["params"]["stride"] = [5, 5]
+
+    path = _edited(net, tmp_path, stride_five, reseal=True)  # re-sealed: only the dry run can tell
     with pytest.raises(CheckpointError, match="the graph cannot run on its own input"):
         load(path)
