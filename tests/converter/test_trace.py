@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.thirdparty import LambdaLayer as Fn
 from converter import ConversionError, convert
 
 
@@ -237,15 +238,6 @@ class Clipped(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv2(self.act(self.conv(x) * 4))).flatten(1))
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 @pytest.mark.parametrize(
