@@ -10,7 +10,7 @@ DOCS = Path("docs")
 RESULTS = DOCS / "results"
 RUNS = Path(os.environ.get("TSC_RUNS", "~/.cache/tsc-snn/runs")).expanduser()  # training runs (Makefile RUNS)
 DEFAULT_MODEL = Path("models/resnet20-cifar10")  # the embedded default model: its spike raster is drawn
-RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "300", "--rate-v0", "0,0.5")
+RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "1000", "--rate-v0", "0,0.5")
 THIRD_PARTY = ("--factory", "benchmarks.thirdparty:load_resnet20")
 
 # spec section 9: the paper's numbers (ECCV 2020, CIFAR-10) for the tables
