@@ -89,10 +89,10 @@ class Graph:
                 latest = max(self.by_name[t.source].window for t in p.terms)
                 p.window = latest + 1 if p.kind == "neuron" else latest
 
-    def to(self, dtype: torch.dtype) -> Graph:
-        """Copy with every op tensor cast to ``dtype``."""
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Graph:
+        """Copy with every op tensor cast to ``dtype`` and/or moved to ``device``."""
         pops = [
-            replace(p, terms=[Term(t.source, [op.to(dtype) for op in t.ops]) for t in p.terms])
+            replace(p, terms=[Term(t.source, [op.to(dtype, device) for op in t.ops]) for t in p.terms])
             for p in self.populations
         ]
         return Graph(pops)

@@ -118,12 +118,21 @@ class SpikingNetwork:
             return torch.ones((), dtype=self.dtype)
         return self.lam(p.source) if p.kind == "switch" else self.lams[name]
 
-    def to(self, dtype: torch.dtype) -> SpikingNetwork:
-        """Copy computing in ``dtype`` (float64 for exact engine comparisons)."""
+    @property
+    def device(self) -> torch.device:
+        """Where the engines compute (every tensor of the network lives there)."""
+        return next(iter(self.lams.values())).device if self.lams else torch.device("cpu")
+
+    def to(
+        self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> SpikingNetwork:
+        """Copy computing in ``dtype`` (float64 for exact engine comparisons) and/or on ``device``."""
         return self._copy(
-            graph=self.graph.to(dtype),
-            lams={k: v.to(dtype) for k, v in self.lams.items()},
-            corrections={k: v.to(dtype) for k, v in self.corrections.items()},
+            graph=self.graph.to(dtype, device),
+            lams={k: v.to(device=device, dtype=dtype) for k, v in self.lams.items()},
+            corrections={k: v.to(device=device, dtype=dtype) for k, v in self.corrections.items()},
+            term_fanouts={k: [f.to(device) for f in v] for k, v in self.term_fanouts.items()},
+            fanouts={k: v.to(device) for k, v in self.fanouts.items()},
         )
 
     def with_timesteps(self, T: int) -> SpikingNetwork:
@@ -158,14 +167,17 @@ class SpikingNetwork:
         runner = engines.engine(engine)
         options = engines.RunOptions(rate_steps, rate_v0, keep_durations)
         self.input_spec.check(images)
-        with torch.no_grad():
-            return runner.run(self, images, options)
+        with (
+            torch.no_grad(),
+            torch.device(self.device),
+        ):  # tensors the engines create land beside the network's
+            return runner.run(self, images.to(self.device), options)
 
     def run_rate(self, images: Tensor, steps: list[int], v0: float = 0.0) -> list[RunResult]:
         """The rate-coded baseline read out after each of ``steps`` in one simulation, neurons from ``v0``."""
         self.input_spec.check(images)
-        with torch.no_grad():
-            return rate.run(self, images, sorted(set(steps)), v0)
+        with torch.no_grad(), torch.device(self.device):
+            return rate.run(self, images.to(self.device), sorted(set(steps)), v0)
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -58,9 +58,9 @@ class Op:
         """The op's tensors, by role."""
         return {n: getattr(self, n) for n in self.TENSORS if getattr(self, n) is not None}
 
-    def to(self, dtype: torch.dtype) -> Op:
-        """Copy with every tensor cast to ``dtype``."""
-        return replace(self, **{n: t.to(dtype) for n, t in self.tensors().items()})
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Op:
+        """Copy with every tensor cast to ``dtype`` and/or moved to ``device``."""
+        return replace(self, **{n: t.to(device=device, dtype=dtype) for n, t in self.tensors().items()})
 
 
 @dataclass

@@ -107,7 +107,7 @@ class RunResult:
         return sum(layer.neuron_updates for layer in self.layers)
 
     def _total(self, attr: str) -> torch.Tensor:
-        total = torch.zeros(self.logits.shape[0], dtype=torch.int64)
+        total = torch.zeros(self.logits.shape[0], dtype=torch.int64, device=self.logits.device)
         for layer in self.layers:
             total += getattr(layer, attr)
         return total

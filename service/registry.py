@@ -25,7 +25,7 @@ from service.batching import Batcher, Outcome
 from service.errors import ModelNotFound, NotReady
 from service.inference import run_batch, warm_up
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import Settings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class ServedModel:
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
 
 
-def _load_and_warm(path: Path, dtype: torch.dtype) -> SpikingNetwork:
-    """Load a checkpoint, cast it to the serving precision, and run it once."""
-    net = load(path).to(dtype)
+def _load_and_warm(path: Path, dtype: torch.dtype, device: torch.device) -> SpikingNetwork:
+    """Load a checkpoint, cast it to the serving precision and device, and run it once."""
+    net = load(path).to(dtype, device)
     warm_up(net)
     return net
 
@@ -144,7 +144,11 @@ class ModelStore:
         started = time.perf_counter()
         try:
             net = await asyncio.get_running_loop().run_in_executor(
-                executors["interactive"], _load_and_warm, path, getattr(torch, self.settings.precision)
+                executors["interactive"],
+                _load_and_warm,
+                path,
+                getattr(torch, self.settings.precision),
+                resolve_device(self.settings.device),
             )
         except CheckpointError as exc:
             self._fail(name, str(exc))

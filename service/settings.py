@@ -7,6 +7,7 @@ import resource
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +21,13 @@ def default_concurrency_limit() -> int:
     """Half the soft file-descriptor limit (each connection holds one), at most 1024, at least 2."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1024 if soft == resource.RLIM_INFINITY else max(2, min(1024, soft // 2))
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The torch device of a TSC_DEVICE value; ``ValueError`` when cuda is asked for and there is none."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TSC_DEVICE=cuda, but torch sees no CUDA device; use cpu or auto")
+    return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 class Settings(BaseSettings):
@@ -78,6 +86,9 @@ class Settings(BaseSettings):
         "image (spec section 7); float32: about 6x faster fast engine, counts may differ from the reference "
         "engine's on images with values within rounding of a level boundary.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the engines run: cuda when asked (or, for auto, when one is available)."
+    )
     graceful_timeout_s: float = Field(30.0, gt=0, description="Time in-flight requests get at shutdown.")
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request line and headers together (431 beyond)."
@@ -105,6 +116,13 @@ class Settings(BaseSettings):
         description="Log lines as text or as JSON objects (time, level, logger, message, request_id; access "
         "lines also method, route, status, duration_ms, client).",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        """Refuse TSC_DEVICE=cuda where there is no CUDA device, at start rather than at the first load."""
+        resolve_device(value)
+        return value
 
     @field_validator("api_key", mode="before")
     @classmethod

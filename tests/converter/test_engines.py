@@ -164,3 +164,14 @@ def test_exact_level_boundaries_are_reached_in_every_engine(bias):
             first = next(n for n in run.durations if n != "input")
             assert torch.equal(run.durations[first], torch.full_like(run.durations[first], T)), (T, dtype)
             assert torch.equal(ref.durations[first], run.durations[first]), (T, dtype)
+
+
+def test_a_network_moved_to_a_device_computes_there_with_the_same_answers():
+    cfg = NetConfig(pool="max")
+    x = images(4, cfg.size, 2)
+    net = convert(make_net(cfg, 2), x, T=6)
+    moved = net.to(device="cpu")
+    assert moved.device == torch.device("cpu") and net.to(torch.float64).device == torch.device("cpu")
+    for engine in ("fast", "stepped", "rate", "ann"):
+        a, b = net.run(x, engine), moved.run(x, engine)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.synaptic_additions, b.synaptic_additions)

@@ -6,6 +6,7 @@ import resource
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from converter.system import available_cores
@@ -83,3 +84,19 @@ def test_connection_and_decode_limits_have_safe_defaults(monkeypatch: pytest.Mon
         max(1, available_cores() // 2),
     )
     assert (s.max_client_queue_share, s.client_queue_size) == (0.5, 128)
+
+
+def test_device_defaults_to_auto_and_resolves_to_what_torch_has() -> None:
+    from service.settings import resolve_device
+
+    assert Settings().device == "auto"
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_device_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TSC_DEVICE", "cuda")
+    with pytest.raises(ValidationError, match="TSC_DEVICE=cuda, but torch sees no CUDA device"):
+        Settings()
