@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import resource
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from converter.system import available_cores
+
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -25,6 +27,8 @@ def default_concurrency_limit() -> int:
 
 def resolve_device(setting: str) -> torch.device:
     """The torch device of a TSC_DEVICE value; ``ValueError`` when cuda is asked for and there is none."""
+    import torch  # here, not at the top: the healthcheck reads these settings and must stay light
+
     if setting == "cuda" and not torch.cuda.is_available():
         raise ValueError("TSC_DEVICE=cuda, but torch sees no CUDA device; use cpu or auto")
     return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
@@ -121,7 +125,8 @@ class Settings(BaseSettings):
     @classmethod
     def _device_exists(cls, value: str) -> str:
         """Refuse TSC_DEVICE=cuda where there is no CUDA device, at start rather than at the first load."""
-        resolve_device(value)
+        if value == "cuda":
+            resolve_device(value)
         return value
 
     @field_validator("api_key", mode="before")
