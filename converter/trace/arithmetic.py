@@ -50,12 +50,10 @@ def sizes(b: Builder, node: fx.Node, kind: str) -> Value:
 
 def binary(b: Builder, node: fx.Node, kind: str) -> Value:
     """``+ - * /`` of activations and constants as affine maps; of two sizes, computed (``sizes``)."""
-    if all(v is None or isinstance(v, int) for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))):
+    operands = (b.arg(node, 0, "input"), b.arg(node, 1, "other"))
+    if all(v is None or isinstance(v, int) for v in operands):
         return sizes(b, node, kind)
-    x, y = (
-        v if isinstance(v, (Pop, Affine, PendingMax, Const)) else Const(v)
-        for v in (b.arg(node, 0, "input"), b.arg(node, 1, "other"))
-    )
+    x, y = (v if isinstance(v, (Pop, Affine, PendingMax, Const)) else Const(v) for v in operands)
     alpha = b.arg(node, 2, "alpha", 1)
     tensors = [v for v in (x, y) if isinstance(v, (Pop, Affine, PendingMax))]
     if len(tensors) == 2:
