@@ -220,7 +220,8 @@ def test_low_T_training_with_its_own_input_window_converts_at_the_trained_window
     argv = f"convert --run {cf} --data {DATA} --T trained --out {tmp_path / 'ck'} --json"
     assert main(argv.split()) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["tsc"]["accuracy"] == report["ann"]["accuracy"]
+    # the report runs in float32, where one image near a level boundary may flip (spec 7); exact below
+    assert abs(report["tsc"]["accuracy"] - report["ann"]["accuracy"]) <= 1 / report["tsc"]["images"] + 1e-9
     net = load(tmp_path / "ck")
     assert net.windows["input"] == 8 and set(net.windows.values()) == {8, 2}
     assert net.timesteps == 8 + 19 * 2  # input window, then 19 neuron layers on the longest path
