@@ -19,8 +19,10 @@ from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, o
 from converter.training.trained import Trained, TrainedModelError, load_trained
 
 
-def number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], int | float]:
-    """An argparse type: ``kind`` at least (or above) ``minimum``, with a one-line error otherwise."""
+def number(
+    kind: type, minimum: float, inclusive: bool = True, below: float = math.inf
+) -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` at least (or above) ``minimum`` and below ``below``, else one-line error."""
 
     def parse(text: str) -> int | float:
         try:
@@ -31,6 +33,8 @@ def number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str]
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value < minimum or (not inclusive and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
+        if value >= below:
+            raise argparse.ArgumentTypeError(f"must be < {below:g}, got {text}")
         return value
 
     return parse

@@ -40,6 +40,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
     p.add_argument("--warmup-epochs", type=number(int, 0), default=1)
     p.add_argument("--label-smoothing", type=number(float, 0), default=0.0)
+    p.add_argument(
+        "--ema",
+        type=number(float, 0, below=1),
+        default=0.0,
+        help="decay of an exponential moving average of the weights, e.g. 0.999: tested and kept (0: off)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
     p.add_argument("--eval-every", type=number(int, 1), default=1, help="test every N epochs (and the last)")
@@ -178,6 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             label_smoothing=args.label_smoothing,
             threads=args.threads,
+            ema_decay=args.ema,
         )
     except (ResumeError, OSError) as exc:
         raise CommandError(str(exc)) from None
@@ -204,6 +211,7 @@ def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageD
         "train_size": len(train_set),
         "test_size": len(test_set),
         "epochs": args.epochs,
+        "ema_decay": args.ema,
         "clip_floor": {
             "T": args.clip_floor,
             "shift": 0.5,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from converter.system import atomic_write, available_cores
@@ -88,9 +89,13 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
-def _save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """``last.safetensors`` (weights, momentum buffers and the state as metadata), then ``state.json``."""
+def _save_checkpoint(
+    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, ema: AveragedModel | None
+) -> None:
+    """``last.safetensors`` (weights, momenta, EMA weights, the state as metadata), then ``state.json``."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     for name, param in model.named_parameters():
         buffer = optimizer.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:
@@ -100,8 +105,10 @@ def _save_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
     atomic_write(out_dir / "state.json", lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
-def _resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, args: dict) -> dict | None:
-    """The saved state of a matching earlier run in ``out_dir`` (weights and momenta restored), or None."""
+def _resume(
+    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, args: dict, ema: AveragedModel | None
+) -> dict | None:
+    """The saved state of a matching earlier run in ``out_dir`` (weights, momenta, EMA restored), or None."""
     if not (out_dir / "state.json").is_file():
         return None
     saved = json.loads((out_dir / "state.json").read_text()).get("args", {})
@@ -118,6 +125,8 @@ def _resume(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, a
     except (OSError, KeyError, ValueError) as exc:
         raise ResumeError(f"{path}: unreadable checkpoint ({exc}); delete {out_dir} to start over") from None
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")})
     for name, param in model.named_parameters():
         buffer = tensors.get(f"optimizer.momentum_buffer.{name}")
         if buffer is not None:
@@ -141,8 +150,9 @@ def _train_epoch(
     lr_for: Callable[[int], float],
     cfg: dict,
     device: torch.device,
+    ema: AveragedModel | None,
 ) -> dict:
-    """One pass over ``data``; returns loss, accuracy, last learning rate and images/s."""
+    """One pass over ``data`` (``ema`` follows every step); returns loss, accuracy, last lr and images/s."""
     model.train()
     steps = max(1, len(data) // batch_size)
     generator = torch.Generator(device=device).manual_seed(cfg["seed"] * 1_000_003 + epoch)
@@ -168,6 +178,8 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
@@ -179,6 +191,8 @@ def _train_epoch(
 def _format(record: dict, epochs: int) -> str:
     """One log line for an epoch."""
     test = "-" if record["test_acc"] is None else f"{100 * record['test_acc']:.2f}%"
+    if record.get("raw_test_acc") is not None:
+        test += f" (EMA; raw {100 * record['raw_test_acc']:.2f}%)"
     return (
         f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.4f}  loss {record['train_loss']:.4f}  "
         f"train {100 * record['train_acc']:.2f}%  test {test}  {record['seconds']:.1f}s  "
@@ -207,12 +221,20 @@ def train(
     seed: int = 0,
     label_smoothing: float = 0.0,
     threads: int | None = None,
+    ema_decay: float = 0.0,
 ) -> dict:
-    """Train all parameters of ``model`` in place with nesterov SGD; resumes a matching run in ``out_dir``."""
+    """Train all parameters of ``model`` in place with nesterov SGD; resumes a matching run in ``out_dir``.
+
+    With ``ema_decay`` > 0 an exponential moving average of the weights and BatchNorm statistics,
+    ``w_ema <- decay * w_ema + (1 - decay) * w`` after every step, is what is tested, kept as best and
+    left in ``model`` at the end.
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if epochs < 1 or batch_size < 1 or eval_every < 1 or len(train_set) == 0:
         raise ValueError("epochs, batch_size, eval_every and the training set size must all be positive")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     device = torch.device(device)
     if device.type == "cpu":
         torch.set_num_threads(threads or available_cores())
@@ -227,6 +249,12 @@ def train(
         "augment": augment, "seed": seed, "label_smoothing": label_smoothing,
         "train_size": len(train_set), "test_size": len(test_set), "model": _fingerprint(model),
     }  # fmt: skip
+    if ema_decay:  # absent when off: runs from before EMA existed still resume
+        args["ema_decay"] = ema_decay
+    ema = None
+    if ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    tested = model if ema is None else ema.module
     cfg = {"seed": seed, "augment": augment, "amp": amp, "label_smoothing": label_smoothing}
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
@@ -235,7 +263,7 @@ def train(
     state = {"epoch": 0, "history": [], "best_test_acc": None, "best_epoch": None, "args": args}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        resumed = _resume(out, model, optimizer, args)
+        resumed = _resume(out, model, optimizer, args, ema)
         if resumed is not None:
             state = resumed
             log(f"resuming {out} after epoch {state['epoch']}/{epochs}")
@@ -255,9 +283,12 @@ def train(
             lr_for=lr_for,
             cfg=cfg,
             device=device,
+            ema=ema,
         )
         evaluate = epoch % eval_every == 0 or epoch == epochs
-        record["test_acc"] = evaluate_accuracy(model, test_set, 500, device) if evaluate else None
+        record["test_acc"] = evaluate_accuracy(tested, test_set, 500, device) if evaluate else None
+        if evaluate and ema is not None:
+            record["raw_test_acc"] = evaluate_accuracy(model, test_set, 500, device)
         record["seconds"] = time.perf_counter() - start
         state["history"].append(record)
         state["epoch"] = epoch
@@ -265,12 +296,14 @@ def train(
             state["best_test_acc"], state["best_epoch"] = record["test_acc"], epoch
             if out is not None:
                 meta = {"format": CHECKPOINT_FORMAT, "epoch": str(epoch), "test_acc": str(record["test_acc"])}
-                save_safetensors(model.state_dict(), out / "best.safetensors", meta)
+                save_safetensors(tested.state_dict(), out / "best.safetensors", meta)
         if out is not None:
-            _save_checkpoint(out, model, optimizer, state)
+            _save_checkpoint(out, model, optimizer, state, ema)
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
         log(_format(record, epochs))
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     history = state["history"]
     return {
         "history": history,

@@ -145,6 +145,70 @@ def test_resume_continues_exactly(tmp_path, data):
         train(tiny_model(), train_set, test_set, epochs=3, batch_size=32, lr=0.1, out_dir=tmp_path)
 
 
+def test_ema_is_the_average_that_is_tested_and_kept(tmp_path, data):
+    train_set, test_set = data
+    train_set = train_set.subset(64)
+    decay = 0.9
+    plain = tiny_model()
+    train(plain, train_set, test_set, epochs=1, batch_size=32, lr=0.05, log=lambda _: None)
+    # the same run by hand: two steps, then the average of the weights after each
+    manual = tiny_model()
+    expected: dict[str, torch.Tensor] = {}
+    steps = []
+
+    class Recorder(torch.optim.SGD):
+        def step(self, closure=None):
+            out = super().step(closure)
+            steps.append({k: v.detach().clone() for k, v in manual.state_dict().items()})
+            return out
+
+    lines = []
+    original = torch.optim.SGD
+    torch.optim.SGD = Recorder
+    try:
+        result = train(manual, train_set, test_set, epochs=1, batch_size=32, lr=0.05, ema_decay=decay,
+                       out_dir=tmp_path, log=lines.append)  # fmt: skip
+    finally:
+        torch.optim.SGD = original
+    assert len(steps) == 2
+    for i, state in enumerate(steps):  # the first update copies
+        for k, v in state.items():
+            if v.is_floating_point():  # weights and BatchNorm statistics (not its batch counter)
+                expected[k] = decay * expected[k] + (1 - decay) * v if i else v.clone()
+    final = manual.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(final[key], value)
+    # the raw weights after training are those of the run without EMA; the kept ones are the average
+    assert not torch.equal(final["1.weight"], plain.state_dict()["1.weight"])
+    torch.testing.assert_close(steps[-1]["1.weight"], plain.state_dict()["1.weight"])
+    record = result["history"][0]
+    assert record["test_acc"] == pytest.approx(evaluate_accuracy(manual, test_set))
+    assert "raw_test_acc" in record and "(EMA; raw " in lines[0]
+    assert any(k.startswith("ema.") for k in load_file(str(tmp_path / "last.safetensors")))
+    assert json.loads((tmp_path / "state.json").read_text())["args"]["ema_decay"] == decay
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(tiny_model(), train_set, test_set, epochs=1, ema_decay=1.0)
+
+
+def test_resume_with_ema_continues_exactly(tmp_path, data):
+    train_set, test_set = data
+    train_set = train_set.subset(128)
+    settings = {"epochs": 3, "batch_size": 32, "lr": 0.05, "ema_decay": 0.8}
+    straight = tiny_model()
+    train(straight, train_set, test_set, **settings, log=lambda _: None)
+
+    def stop_after_two(line: str) -> None:
+        if line.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), train_set, test_set, **settings, out_dir=tmp_path, log=stop_after_two)
+    resumed = tiny_model()
+    train(resumed, train_set, test_set, **settings, out_dir=tmp_path, log=lambda _: None)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
 def test_cpu_threads():
     assert available_cores() >= 1
 
@@ -184,6 +248,7 @@ def test_cli_trains_and_writes_model_files(tmp_path, capsys):
         (["--model", "resnet99"], "invalid choice: 'resnet99'"),
         (["--epochs", "zero"], "expected int"),
         (["--lr", "0"], "must be > 0"),
+        (["--ema", "1"], "must be < 1"),
         (["--data", "synthetic:classes=4,n=8,size=16"], "expects 3x32x32"),
         (["--init", "/no/weights.safetensors"], "/no/weights.safetensors"),
         (["--num-classes", "2"], "too few"),
