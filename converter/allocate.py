@@ -15,6 +15,11 @@ window on that path is a step saved. The search, on held-out images with labels:
 5. **Final**: thresholds are recalibrated at the chosen windows and kept if still within the budget.
 
 The report (stored in the manifest) lists every configuration measured, the windows chosen and the cost.
+
+**Fixed latency** (``windows_for_total``, to compare at the paper's 64/128/256/512 steps): with ``D``
+windows on the longest path, every window gets ``b = floor(total / D)`` steps and the ``total - D*b``
+spare steps go, one each, to the layers whose logit error (against the ANN, held-out images, thresholds
+calibrated at ``b``) falls most when that layer alone gets ``b + 1``; thresholds are then recalibrated.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from converter.windows import Schedule, uniform
+from converter.windows import Schedule, uniform, windows_on_longest_path
 
 if TYPE_CHECKING:
     from converter.graph import Graph
@@ -181,3 +186,49 @@ def allocate_windows(
         "seconds": round(time.perf_counter() - start, 1),
     }
     return best, report
+
+
+def windows_for_total(
+    graph: Graph,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    total: int,
+    calibrated: Callable[[dict[str, int]], SpikingNetwork],
+    batch_size: int = 500,
+) -> tuple[SpikingNetwork, dict[str, Any]]:
+    """Per-layer windows with a latency of exactly ``total`` steps, spare steps where they help most."""
+    start = time.perf_counter()
+    depth = windows_on_longest_path(graph)
+    if total < depth:
+        raise ValueError(
+            f"a latency of {total} steps is less than one step for each of the {depth} windows "
+            "on the longest path"
+        )
+    base = total // depth
+    windows = uniform(graph, base)
+    net = calibrated(windows)
+    hold = _Holdout(images, labels, batch_size)
+    hold.reference(net)
+    gains: dict[str, float] = {}
+    if net.timesteps < total:
+        error = hold.logit_error(net)
+        gains = {n: error - hold.logit_error(net.with_windows({**windows, n: base + 1})) for n in windows}
+        for name in sorted(gains, key=gains.__getitem__, reverse=True):
+            trial = {**windows, name: base + 1}
+            if Schedule.build(graph, trial).total <= total:
+                windows = trial
+        net = calibrated(windows)
+    accuracy = hold.accuracy(net, f"latency {total}")
+    report = {
+        "target_timesteps": total,
+        "base_window": base,
+        "holdout_images": len(images),
+        "ann_accuracy": hold.ann_accuracy,
+        "accuracy": accuracy,
+        "logit_error_gain": gains,
+        "windows": net.windows,
+        "timesteps": net.timesteps,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return net, report

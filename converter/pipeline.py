@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from converter.allocate import allocate_windows
+from converter.allocate import allocate_windows, windows_for_total
 from converter.calibrate import Calibration, calibrate
 from converter.engines import ann
 from converter.error_aware import calibrate_error_aware
@@ -26,7 +26,7 @@ from converter.graph import Graph
 from converter.network import InputSpec, SpikingNetwork
 from converter.selfcheck import self_check
 from converter.trace import trace_model
-from converter.windows import check_windows, uniform
+from converter.windows import check_windows, latency_target, uniform
 
 
 def _calibrate(
@@ -81,17 +81,21 @@ def convert(
     """Trace ``model`` (pixels in [0, 1] in, logits out), calibrate thresholds, return the TSC-SNN.
 
     ``T`` is one window for every layer, per-layer windows by population name, ``"trained"`` (the levels a
-    clip-floor network was trained with, layer by layer: lossless), or ``"auto"``: the windows
+    clip-floor network was trained with, layer by layer: lossless), ``"auto"``: the windows
     with the fewest total timesteps whose accuracy on ``holdout`` (images, labels; default: the calibration
-    images labelled by the ANN) stays within ``max_drop`` points of the ANN's (``converter.allocate``).
+    images labelled by the ANN) stays within ``max_drop`` points of the ANN's (``converter.allocate``), or
+    ``"latency:N"``: windows whose latency is exactly ``N`` steps, the spare steps placed by ``holdout``.
     """
     if calibration_images.dim() != 4 or calibration_images.shape[0] == 0:
         raise ValueError(
             f"calibration images must be a non-empty (N, C, H, W) batch, got "
             f"{tuple(calibration_images.shape)}"
         )
-    if not (T in ("auto", "trained") or isinstance(T, (int, dict))) or isinstance(T, bool):
-        raise ValueError(f"T must be a number of steps, per-layer windows, 'trained' or 'auto', got {T!r}")
+    target = latency_target(T)
+    if not (T in ("auto", "trained") or target or isinstance(T, (int, dict))) or isinstance(T, bool):
+        raise ValueError(
+            f"T must be a number of steps, per-layer windows, 'trained', 'auto' or 'latency:N', got {T!r}"
+        )
     if T == "auto" and not (max_T >= 1 and max_drop >= 0):
         raise ValueError(f"T='auto' needs max_T >= 1 and max_drop >= 0, got {max_T} and {max_drop}")
     images = calibration_images.detach().float()
@@ -152,15 +156,20 @@ def convert(
         if untrained:
             raise ValueError(f"T='trained' needs a clip-floor trained network; {untrained} are not quantised")
         T = {p.name: int(p.quantised[0]) for p in graph.populations if p.kind in ("input", "neuron")}
-    if T != "auto":
+    if T != "auto" and target is None:
         return calibrated(check_windows(graph, uniform(graph, T) if isinstance(T, int) else T))
-    # 3. allocate: per-layer windows within the accuracy budget, recalibrated at each uniform T tried
+    # 3. allocate: per-layer windows within the accuracy budget (or for a latency), judged on held-out images
     if holdout is None:
         holdout = (images, ann.forward(graph, images, lams=fixed).argmax(1))
     if holdout[0].shape[0] == 0 or holdout[0].shape[0] != holdout[1].shape[0]:
         raise ValueError("the held-out set needs images and as many labels, at least one of each")
-    net, report = allocate_windows(
-        graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
-    )
+    if target is not None:
+        net, report = windows_for_total(
+            graph, holdout[0].float(), holdout[1], total=target, calibrated=calibrated
+        )
+    else:
+        net, report = allocate_windows(
+            graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
+        )
     net.calibration["allocation"] = report
     return net

@@ -30,6 +30,21 @@ def uniform(graph: Graph, T: int) -> dict[str, int]:
     return dict.fromkeys(speaking(graph), T)
 
 
+def windows_on_longest_path(graph: Graph) -> int:
+    """How many windows the longest path crosses: the latency with one step per window."""
+    return Schedule.build(graph, uniform(graph, 1)).total
+
+
+def latency_target(T: object) -> int | None:
+    """``N`` for ``T = "latency:N"`` (windows chosen for a latency of exactly ``N`` steps), else None."""
+    if not isinstance(T, str) or not T.startswith("latency:"):
+        return None
+    value = T.removeprefix("latency:")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"T='latency:N' needs a positive whole number of steps, got {T!r}")
+    return int(value)
+
+
 MAX_WINDOW = 1 << 16
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.results.catalogue import DEFAULT_MODEL, DOCS, JPEG_MEASUREMENTS, MEASUREMENTS, Measurement
 from benchmarks.results.plots import plots
-from benchmarks.results.tables import levers, model_section, summary
+from benchmarks.results.tables import levers, model_section, paper_table, summary
 
 
 def default_run(model: Path = DEFAULT_MODEL) -> str | None:
@@ -58,6 +58,7 @@ def render(docs: Path = DOCS) -> Path:
         "calibration and the allocation's held-out images come from the training split. Accuracy is top-1; "
         "operations are per image, averaged over the images evaluated.",
         "",
+        *paper_table(reports),
         *summary(reports),
         *levers(reports),
         "## Per model",

@@ -17,6 +17,7 @@ from converter.calibrate import METHODS
 from converter.cli import CommandError
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.trained import Trained, TrainedModelError, load_trained
+from converter.windows import latency_target
 
 
 def number(
@@ -52,20 +53,28 @@ def int_list(text: str) -> list[int]:
 
 
 def window_list(text: str) -> list[int | str]:
-    """``"4,8,auto"`` -> ``[4, 8, "auto"]``: uniform windows, ``auto`` (allocation) or ``trained``."""
+    """``"4,8,auto,latency:64"`` -> ``[4, 8, "auto", "latency:64"]``: uniform, allocated, fixed-latency."""
     out: list[int | str] = []
     for item in (v.strip() for v in text.split(",")):
-        if item in ("auto", "trained") or (item.isdigit() and int(item) > 0):
-            out.append(item if item in ("auto", "trained") else int(item))
+        try:
+            target = latency_target(item)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if item in ("auto", "trained") or target:
+            out.append(item)
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
         elif item:
-            raise argparse.ArgumentTypeError(f"expected positive integers, 'auto' or 'trained', got {item!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers, 'auto', 'trained' or 'latency:N', got {item!r}"
+            )
     if not out:
         raise argparse.ArgumentTypeError("expected windows, e.g. 4,8,16 or auto")
     return out
 
 
 def window(text: str) -> int | str:
-    """One window: a positive integer or ``auto``."""
+    """One window choice: a positive integer, ``auto``, ``trained`` or ``latency:N``."""
     values = window_list(text)
     if len(values) != 1:
         raise argparse.ArgumentTypeError(f"expected one window, got {text!r}")
@@ -133,15 +142,20 @@ def add_conversion_args(p: argparse.ArgumentParser) -> None:
         "--holdout-images",
         type=number(int, 1),
         default=2000,
-        help="T=auto: training images (none used to calibrate) the budget is measured on",
+        help="T=auto and latency:N: training images (none used to calibrate) the windows are judged on",
     )
 
 
+def needs_holdout(T: int | str) -> bool:
+    """Whether windows ``T`` are chosen on held-out images: ``auto`` and ``latency:N``."""
+    return T == "auto" or latency_target(T) is not None
+
+
 def calibration_sets(
-    args: argparse.Namespace, train: ImageDataset, auto: bool
+    args: argparse.Namespace, train: ImageDataset, holdout: bool
 ) -> tuple[Tensor, tuple | None]:
-    """Calibration pixels and, for ``T=auto``, a disjoint held-out set (pixels, labels) from ``train``."""
-    if not auto:
+    """Calibration pixels and, when ``holdout``, a disjoint held-out set (pixels, labels) from ``train``."""
+    if not holdout:
         return to_float(train.subset(args.calibration_images, 0).images), None
     try:
         calib, held = train.disjoint_subsets([args.calibration_images, args.holdout_images], 0)

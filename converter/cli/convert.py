@@ -16,6 +16,7 @@ from converter.cli.common import (
     emit,
     load_source,
     load_split,
+    needs_holdout,
     rate_key,
     table,
     test_subset,
@@ -35,7 +36,7 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         type=window,
         default=16,
         help="steps per window (default 16); trained: the levels of a clip-floor run; auto: per-layer "
-        "windows within --max-drop of the ANN",
+        "windows within --max-drop of the ANN; latency:N: per-layer windows with a latency of N steps",
     )
     p.add_argument("--shift", type=float, default=0.5, choices=[0.0, 0.5], help="0.5 rounds to nearest")
     p.add_argument("--method", choices=METHODS, default="percentile", help="threshold calibration")
@@ -57,7 +58,7 @@ def run_convert(args: argparse.Namespace) -> int:
     train = load_split(args, "train")
     if train.classes and len(train.classes) != len(src.classes) and not args.factory:
         raise CommandError(f"the data has {len(train.classes)} classes, the model {len(src.classes)}")
-    calib, holdout = calibration_sets(args, train, args.T == "auto")
+    calib, holdout = calibration_sets(args, train, needs_holdout(args.T))
     labels = train.classes if train.classes else src.classes
     provenance = {
         "source_model": src.name,

@@ -18,6 +18,7 @@ from converter.cli.common import (
     load_source,
     load_split,
     method_list,
+    needs_holdout,
     rate_key,
     table,
     test_subset,
@@ -79,7 +80,8 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--T",
         type=window_list,
         default=[4, 8, 16, 32, 64],
-        help="windows, e.g. 4,8,16,32,64; 'auto' adds the allocation search (per-layer windows, --max-drop)",
+        help="windows, e.g. 4,8,16,32,64; 'auto' adds the allocation search (per-layer windows, --max-drop); "
+        "'latency:N' per-layer windows with a latency of exactly N steps",
     )
     p.add_argument(
         "--methods",
@@ -97,7 +99,7 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def run_sweep(args: argparse.Namespace) -> int:
     """Run ``sweep``: ANN once, TSC per (calibration, T), rate coding once."""
     src = load_source(args)
-    calib, holdout = calibration_sets(args, load_split(args, "train"), "auto" in args.T)
+    calib, holdout = calibration_sets(args, load_split(args, "train"), any(map(needs_holdout, args.T)))
     images, labels = test_subset(args)
     report: dict = {"model": src.name, "dataset": args.data, "test_images": int(labels.numel()), "runs": []}
     lines = []
@@ -139,7 +141,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     k: v for k, v in net.calibration["allocation"].items() if k != "evaluations"
                 }
             report["runs"].append(r)
-            label = f"T={T}" if T != "auto" else f"auto (windows {min(net.windows.values())}-{net.T})"
+            label = f"T={T}" if isinstance(T, int) else f"{T} (windows {min(net.windows.values())}-{net.T})"
             lines.append(
                 f"{net.calibration['method']:<34} {label:<22} steps={r['tsc']['timesteps']:<6} "
                 f"acc={100 * r['tsc']['accuracy']:6.2f}%  additions={r['tsc']['synaptic_additions']:,.0f}"

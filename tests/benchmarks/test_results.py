@@ -112,3 +112,28 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     )
     assert heading(low_t, report, default="run").endswith("3 epochs (the default model)")
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
+
+
+def test_paper_table_puts_our_runs_at_the_papers_latencies_beside_its_numbers():
+    ours = _report()
+    at_64 = {**ours["runs"][0], "calibration": "error-aware + bias correction"}
+    at_64 = {**at_64, "tsc": {**at_64["tsc"], "timesteps": 64, "accuracy": 0.70}}
+    at_64["allocation"] = {"target_timesteps": 64}
+    at_64["windows"] = {"input": 4, "relu": 3}
+    lossless = {**ours["runs"][1], "tsc": {**ours["runs"][1]["tsc"], "timesteps": 84, "accuracy": 0.8993}}
+    ours["runs"] = [at_64, ours["runs"][0], lossless]
+    low_t = {**_report(), "runs": [{**lossless, "tsc": {**lossless["tsc"], "timesteps": 50}}], "rate": []}
+    low_t["ann"] = {"accuracy": 0.92}  # a clip-floor net is its own ANN: 89.93 is not within 0.1 of it
+    low_t["training"] = {"clip_floor": {"T": 4}}
+    text = "\n".join(tables.paper_table({"resnet20": ours, "resnet20-cf4": low_t, "thirdparty-x": ours}))
+    row = next(line for line in text.splitlines() if line.startswith("| ours: ResNet-20 trained here"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "90.00"  # the ANN of the unmodified model, not the clip-floor one
+    assert cells[2] == "70.00 (error-aware + bias correction + windows for the latency)"
+    assert cells[3:6] == ["not measured"] * 3
+    assert cells[6].startswith("84 steps: 89.93 (its ANN 90.00")  # within 0.1 point, shorter than 160
+    assert cells[7] == "88.00 at T_rate = 256 on 100 images (ANN 90.00 there)"
+    paper = next(line for line in text.splitlines() if line.startswith("| paper, ResNet-20"))
+    assert "| 69.38 | - | - | 91.42 |" in paper
+    assert "| ours: ResNet-20, third-party weights" in text and "| ours: VGG-16 |" in text
+    assert windows(at_64) == "latency: 3-4 (input 4)"

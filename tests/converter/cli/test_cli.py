@@ -115,7 +115,7 @@ def test_sweep_over_T_and_methods(run_dir, capsys):
 def test_sweep_runs_every_latency_lever(run_dir, capsys):
     """Error-aware calibration, window allocation and the v0 = 1/2 rate baseline from the command line."""
     capsys.readouterr()
-    argv = ["sweep", "--run", str(run_dir), "--data", DATA, "--limit", "16", "--T", "4,auto"]
+    argv = ["sweep", "--run", str(run_dir), "--data", DATA, "--limit", "16", "--T", "4,auto,latency:70"]
     argv += ["--methods", "error-aware", "--calibration-images", "16", "--holdout-images", "32"]
     argv += [
         "--max-drop",
@@ -131,8 +131,10 @@ def test_sweep_runs_every_latency_lever(run_dir, capsys):
     ]
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    fixed, auto = report["runs"]
+    fixed, auto, latency = report["runs"]
     assert fixed["calibration"] == auto["calibration"] == "error-aware + bias correction"
+    assert latency["tsc"]["timesteps"] == 70 and sorted(set(latency["windows"].values())) == [3, 4]
+    assert latency["allocation"]["target_timesteps"] == 70
     assert fixed["tsc"]["timesteps"] == 20 * 4 and set(fixed["windows"].values()) == {4}
     assert auto["allocation"]["holdout_images"] == 32 and auto["allocation"]["windows"] == auto["windows"]
     assert auto["tsc"]["timesteps"] == auto["allocation"]["timesteps"] <= 20 * 8
@@ -150,7 +152,7 @@ def test_convert_auto_records_the_search_in_the_manifest(run_dir, tmp_path):
     assert net.manifest["latency_steps"] == net.timesteps == allocation["timesteps"]
 
 
-@pytest.mark.parametrize("bad", ["0", "auto,x", ""])
+@pytest.mark.parametrize("bad", ["0", "auto,x", "", "latency:0", "latency:", "latency:ten"])
 def test_bad_windows_are_refused(run_dir, bad, capsys):
     assert main(["sweep", "--run", str(run_dir), "--data", DATA, "--T", bad]) == 2
     assert "argument --T" in capsys.readouterr().err
