@@ -47,6 +47,13 @@ def training_record(run: Path) -> dict[str, Any]:
     """What a ``python -m converter train`` run folder reached, from its ``state.json`` and ``model.json``."""
     state = json.loads((run / "state.json").read_text())
     summary = json.loads((run / "model.json").read_text())
+    parent = Path(summary["init"]).parent if summary.get("init") else None
+    started_from = {}
+    if parent is not None and (parent / "model.json").exists():  # a warm restart: what it started from
+        started_from = {
+            "init": parent.name,
+            "init_epochs": json.loads((parent / "model.json").read_text())["epochs"],
+        }
     return {
         "run": run.name,
         "epochs": state["epoch"],
@@ -57,6 +64,7 @@ def training_record(run: Path) -> dict[str, Any]:
         "clip_floor": summary["clip_floor"],
         "dataset": summary["dataset"],
         "trained_at": summary["date"],
+        **started_from,
     }
 
 

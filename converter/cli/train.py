@@ -211,6 +211,7 @@ def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageD
         "train_size": len(train_set),
         "test_size": len(test_set),
         "epochs": args.epochs,
+        "init": str(args.init) if args.init else None,
         "ema_decay": args.ema,
         "clip_floor": {
             "T": args.clip_floor,

@@ -114,6 +114,29 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
 
 
+def test_a_warm_restart_names_the_run_it_started_from(tmp_path):
+    parent, run = tmp_path / "first", tmp_path / "restart"
+    for folder, epochs, init in ((parent, 20, None), (run, 12, str(parent / "model.safetensors"))):
+        folder.mkdir()
+        args = {"epochs": epochs, "schedule": "cosine", "label_smoothing": 0.1}
+        (folder / "state.json").write_text(json.dumps({"epoch": epochs, "best_epoch": epochs, "args": args}))
+        summary = {"clip_floor": None, "dataset": "d", "date": "x", "epochs": epochs, "init": init}
+        (folder / "model.json").write_text(json.dumps(summary))
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"runs": []}))
+    record_context(sweep, run)
+    report = json.loads(sweep.read_text())
+    assert report["training"]["init"] == "first" and report["training"]["init_epochs"] == 20
+    ours = next(m for m in MEASUREMENTS if m.stem == "resnet20")
+    assert heading(ours, report).endswith(
+        "(20 epochs, then a warm restart of 12 epochs, cosine, label smoothing 0.1)"
+    )
+    record_context(
+        sweep, parent
+    )  # trained from scratch: no such facts, and the title says only what is known
+    assert "init" not in json.loads(sweep.read_text())["training"]
+
+
 def test_paper_table_puts_our_runs_at_the_papers_latencies_beside_its_numbers():
     ours = _report()
     at_64 = {**ours["runs"][0], "calibration": "error-aware + bias correction"}
