@@ -105,6 +105,13 @@ MEASUREMENTS = [
         ("--run", str(RESNET20), *LATENCIES),
     ),
     Measurement(
+        "resnet20-cf16",
+        "ResNet-20 trained here, clip-floor fine-tuned for the default model's windows",
+        "resnet20",
+        ("--run", str(RUNS / f"{RESNET20.name}-cf16-in16"), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, {EPOCHS}",
+    ),
+    Measurement(
         "resnet20-cf4",
         "ResNet-20 trained here, low-T trained",
         "resnet20",
