@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 
 from benchmarks.results.formatting import method, windows
 
-MARKERS = "osD^v<>pXh*"
-COLOURS = matplotlib.colormaps["tab10"].colors
+MARKERS = "osD^v<>pXh*P8dH"
+_TAB20 = matplotlib.colormaps["tab20"].colors
+COLOURS = _TAB20[::2] + _TAB20[1::2]  # 20 distinct colours, the strong ten first
 DPI = 120
 
 
@@ -76,19 +77,13 @@ def _accuracy(reports: dict[str, dict[str, Any]], out: Path, name: str, key: str
             )
             i += 1
     drawn = set()
-    for stem, report in reports.items():  # one reference line per distinct ANN
+    for stem, report in reports.items():  # one reference line per distinct ANN, named in the legend
         y = 100 * report["ann"]["accuracy"]
         if y not in drawn:
             drawn.add(y)
-            ax.axhline(y, color="gray", lw=0.8, linestyle=":")
-            ax.annotate(
-                f"{stem} ANN",
-                (1, y),
-                xycoords=("axes fraction", "data"),
-                ha="right",
-                fontsize=7,
-                color="gray",
-            )
+            colour = _style(i)["color"]
+            ax.axhline(y, color=colour, lw=1.0, linestyle=":", label=f"{stem}: ANN {y:.2f}%")
+            i += 1
     ax.set_xscale("log", base=2)
     ax.set_ylim(max(0, ax.get_ylim()[0]), 100)
     ax.set_xlabel(xlabel)
