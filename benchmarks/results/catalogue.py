@@ -118,6 +118,20 @@ MEASUREMENTS = [
         ("--run", str(RUNS / f"{RESNET20.name}-cf4-in8"), "--T", "trained", "--methods", "max"),
         f": {CLIP_FLOOR}, {EPOCHS}",
     ),
+    Measurement(
+        "resnet20-cf3",
+        "ResNet-20 trained here, low-T trained for the paper's 64 steps",
+        "resnet20",
+        ("--run", str(RUNS / f"{RESNET20.name}-cf3-in7"), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, {EPOCHS}",
+    ),
+    Measurement(
+        "resnet20-cf6",
+        "ResNet-20 trained here, low-T trained for the paper's 128 steps",
+        "resnet20",
+        ("--run", str(RUNS / f"{RESNET20.name}-cf6-in14"), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, {EPOCHS}",
+    ),
 ]
 # earlier, on the JPEG copy (about 10 points below the original for the same model), in docs/results/jpeg/
 JPEG_MEASUREMENTS = [
