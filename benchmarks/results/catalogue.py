@@ -32,7 +32,7 @@ PAPER = {
 }
 PAPER_LATENCIES = (64, 128, 256, 512)  # the total timesteps the paper's table reports
 FAMILIES = {
-    "thirdparty": "ResNet-20, third-party weights, converted unmodified",
+    "thirdparty": "ResNet-20, third-party weights (converted unmodified, or low-T fine-tuned here)",
     "resnet20": "ResNet-20 trained here",
 }
 
