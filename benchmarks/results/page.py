@@ -95,8 +95,10 @@ def render(docs: Path = DOCS) -> Path:
         "## Regenerate",
         "",
         "```",
-        "make train-resnet20 lossless-resnet20 convert-resnet20   # default model, runs in RUNS",
-        "make results                                             # missing sweeps, then render",
+        "make train-resnet20 retrain-resnet20 lossless-resnet20 convert-resnet20   # default model",
+        "make lossless-resnet20 T=3 T_IN=7    # and T=4 T_IN=8, T=6 T_IN=14: the low-T rows",
+        "make lowt-thirdparty                 # the third-party network low-T trained",
+        "make results                         # missing sweeps, then render",
         "```",
         "",
     ]
