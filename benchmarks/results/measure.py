@@ -47,12 +47,13 @@ def training_record(run: Path) -> dict[str, Any]:
     """What a ``python -m converter train`` run folder reached, from its ``state.json`` and ``model.json``."""
     state = json.loads((run / "state.json").read_text())
     summary = json.loads((run / "model.json").read_text())
-    parent = Path(summary["init"]).parent if summary.get("init") else None
+    lineage = cycles(run)
     started_from = {}
-    if parent is not None and (parent / "model.json").exists():  # a warm restart: what it started from
+    if len(lineage) > 1:  # warm restarts: the runs it started from, oldest first
         started_from = {
-            "init": parent.name,
-            "init_epochs": json.loads((parent / "model.json").read_text())["epochs"],
+            "init": lineage[-2]["run"],
+            "cycles": cycles_phrase(lineage),
+            "total_epochs": sum(c["epochs"] for c in lineage),
         }
     return {
         "run": run.name,
@@ -61,11 +62,38 @@ def training_record(run: Path) -> dict[str, Any]:
         "best_epoch": state["best_epoch"],
         "schedule": state["args"]["schedule"],
         "label_smoothing": state["args"]["label_smoothing"],
+        "ema_decay": summary.get("ema_decay"),
         "clip_floor": summary["clip_floor"],
         "dataset": summary["dataset"],
         "trained_at": summary["date"],
         **started_from,
     }
+
+
+def cycles(run: Path) -> list[dict[str, Any]]:
+    """The training cycles behind a run, oldest first, following each ``model.json``'s ``init`` run."""
+    lineage: list[dict[str, Any]] = []
+    folder: Path | None = run
+    while folder is not None and (folder / "model.json").exists() and len(lineage) < 64:
+        summary = json.loads((folder / "model.json").read_text())
+        cycle = {"run": folder.name, "epochs": summary["epochs"], "ema_decay": summary.get("ema_decay")}
+        lineage.insert(0, cycle)
+        folder = Path(summary["init"]).parent if summary.get("init") else None
+    return lineage
+
+
+def cycles_phrase(lineage: list[dict[str, Any]]) -> str:
+    """Cycle lengths in words, e.g. ``20 + 12 + 6, an EMA of the weights (0.999) in cycle 3``."""
+    phrase = " + ".join(str(c["epochs"]) for c in lineage)
+    averaged = [i for i, c in enumerate(lineage, 1) if c["ema_decay"]]
+    if not averaged:
+        return phrase
+    decays = ", ".join(sorted({f"{lineage[i - 1]['ema_decay']:g}" for i in averaged}))
+    numbers = [str(i) for i in averaged]
+    listed = " and ".join(filter(None, (", ".join(numbers[:-1]), numbers[-1])))
+    some = ("cycles " if len(numbers) > 1 else "cycle ") + listed
+    where = "every cycle" if len(averaged) == len(lineage) else some
+    return f"{phrase}, an EMA of the weights ({decays}) in {where}"
 
 
 def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> dict[str, Any]:

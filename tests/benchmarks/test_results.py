@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.results import tables
 from benchmarks.results.catalogue import MEASUREMENTS
 from benchmarks.results.formatting import windows
-from benchmarks.results.measure import record_context
+from benchmarks.results.measure import cycles_phrase, record_context
 from benchmarks.results.page import heading, render
 
 
@@ -99,7 +101,8 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     args = {"epochs": 5, "schedule": "cosine", "label_smoothing": 0.1}
     (run / "state.json").write_text(json.dumps({"epoch": 3, "best_epoch": 2, "args": args}))
     clip_floor = {"T": 4, "shift": 0.5, "input_T": 8}
-    (run / "model.json").write_text(json.dumps({"clip_floor": clip_floor, "dataset": "d", "date": "x"}))
+    summary = {"clip_floor": clip_floor, "dataset": "d", "date": "x", "epochs": 3}
+    (run / "model.json").write_text(json.dumps(summary))
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"runs": []}))
     record_context(sweep, run)
@@ -114,27 +117,48 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
 
 
-def test_a_warm_restart_names_the_run_it_started_from(tmp_path):
-    parent, run = tmp_path / "first", tmp_path / "restart"
-    for folder, epochs, init in ((parent, 20, None), (run, 12, str(parent / "model.safetensors"))):
+def test_warm_restarts_record_every_cycle_they_started_from(tmp_path):
+    folders = [tmp_path / name for name in ("first", "restart", "averaged", "again")]
+    plan = ((20, 0.0), (12, 0.0), (6, 0.999), (16, 0.999))
+    init = None
+    for folder, (epochs, ema) in zip(folders, plan, strict=True):
         folder.mkdir()
         args = {"epochs": epochs, "schedule": "cosine", "label_smoothing": 0.1}
         (folder / "state.json").write_text(json.dumps({"epoch": epochs, "best_epoch": epochs, "args": args}))
         summary = {"clip_floor": None, "dataset": "d", "date": "x", "epochs": epochs, "init": init}
+        summary["ema_decay"] = ema
         (folder / "model.json").write_text(json.dumps(summary))
+        init = str(folder / "model.safetensors")
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"runs": []}))
-    record_context(sweep, run)
-    report = json.loads(sweep.read_text())
-    assert report["training"]["init"] == "first" and report["training"]["init_epochs"] == 20
+    record_context(sweep, folders[-1])
+    training = json.loads(sweep.read_text())["training"]
+    assert training["init"] == "averaged" and training["total_epochs"] == 54
     ours = next(m for m in MEASUREMENTS if m.stem == "resnet20")
-    assert heading(ours, report).endswith(
-        "(20 epochs, then a warm restart of 12 epochs, cosine, label smoothing 0.1)"
+    assert heading(ours, {"training": training}).endswith(
+        "(54 epochs: cosine cycles of 20 + 12 + 6 + 16, an EMA of the weights (0.999) in cycles 3 and 4, "
+        "label smoothing 0.1)"
     )
-    record_context(
-        sweep, parent
-    )  # trained from scratch: no such facts, and the title says only what is known
-    assert "init" not in json.loads(sweep.read_text())["training"]
+    record_context(sweep, folders[1])  # one restart, no EMA
+    training = json.loads(sweep.read_text())["training"]
+    assert training["cycles"] == "20 + 12" and training["total_epochs"] == 32
+    record_context(sweep, folders[0])  # from scratch: no such facts, and the title says only what is known
+    training = json.loads(sweep.read_text())["training"]
+    assert "init" not in training and "cycles" not in training
+    assert heading(ours, {"training": training}) == ours.title
+
+
+@pytest.mark.parametrize(
+    ("decays", "phrase"),
+    [
+        ((0.999, 0.999), "6 + 6, an EMA of the weights (0.999) in every cycle"),
+        ((0.0, 0.999, 0.0), "6 + 6 + 6, an EMA of the weights (0.999) in cycle 2"),
+        ((0.99, 0.0, 0.999), "6 + 6 + 6, an EMA of the weights (0.99, 0.999) in cycles 1 and 3"),
+        ((0.99, 0.99, 0.99, 0.0), "6 + 6 + 6 + 6, an EMA of the weights (0.99) in cycles 1, 2 and 3"),
+    ],
+)
+def test_the_cycles_phrase_names_where_the_weights_were_averaged(decays, phrase):
+    assert cycles_phrase([{"epochs": 6, "ema_decay": d} for d in decays]) == phrase
 
 
 def test_paper_table_puts_our_runs_at_the_papers_latencies_beside_its_numbers():
