@@ -109,9 +109,9 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     report = json.loads(sweep.read_text())
     assert report["training"]["epochs"] == 3 and report["training"]["planned_epochs"] == 5
     assert report["host"]["cpu_cores"] >= 1
-    low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf4")
-    assert (
-        heading(low_t, report) == "ResNet-20 trained here, low-T trained: clip-floor T=4 (input 8), 3 epochs"
+    low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf3")
+    assert heading(low_t, report) == (
+        "ResNet-20 trained here, low-T trained for the paper's 64 steps: clip-floor T=4 (input 8), 3 epochs"
     )
     assert heading(low_t, report, default="run").endswith("3 epochs (the default model)")
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
