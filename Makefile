@@ -89,14 +89,16 @@ retrain-resnet20: $(VENV)/.installed data
 	$(RESTART) --init $(SGDR)/model.safetensors --epochs $(EMA_EPOCHS) --ema $(EMA) --out $(AVERAGED)
 	$(RESTART) --init $(AVERAGED)/model.safetensors --epochs $(EMA_EPOCHS_2) --ema $(EMA) --out $(RESNET20)
 
-## lossless-resnet20: low-T training, clip-floor activation with a learnable threshold per layer at T
+## lossless-resnet20: low-T training, clip-floor activation with a learnable threshold per layer at T,
+## from the ANN run FROM (the low-T rows of docs/results.md: FROM=$(SGDR))
+FROM ?= $(RESNET20)
 lossless-resnet20: $(VENV)/.installed data
-	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(RESNET20)/model.safetensors \
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(FROM)/model.safetensors \
 		--clip-floor $(T) --clip-floor-input $(T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
-		--warmup-epochs 0 --device $(DEVICE) --out $(RESNET20)-cf$(T)-in$(T_IN)
+		--warmup-epochs 0 --device $(DEVICE) --out $(FROM)-cf$(T)-in$(T_IN)
 
 convert-resnet20: $(VENV)/.installed data
-	$(PY) -m converter convert --run $(RESNET20)-cf$(T)-in$(T_IN) --data $(DATA) --T trained \
+	$(PY) -m converter convert --run $(FROM)-cf$(T)-in$(T_IN) --data $(DATA) --T trained \
 		--name resnet20-cifar10 --out models/resnet20-cifar10
 
 ## lowt-thirdparty: the third-party ResNet-20 (a measurement, never shipped) low-T trained at LOW_T

@@ -13,6 +13,7 @@ DEFAULT_MODEL = Path("models/resnet20-cifar10")  # the embedded default model: i
 RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "1000", "--rate-v0", "0,0.5")
 THIRD_PARTY = ("--factory", "benchmarks.thirdparty:load_resnet20")
 RESNET20 = RUNS / "resnet20-ema16"  # the best ResNet-20 trained here (make train-resnet20 retrain-resnet20)
+EARLIER = RUNS / "resnet20-sgdr12"  # the warm restart before the EMA cycles: the low-T rows started from it
 LATENCIES = ("--T", "latency:64,latency:128,latency:256,latency:512", "--methods", "error-aware")
 
 # spec section 9: the paper's numbers (ECCV 2020, CIFAR-10) for the tables; "latency": TSC % at those steps
@@ -39,6 +40,12 @@ FAMILIES = {
 # facts about a training run, formatted with a report whose "training" record holds them
 EPOCHS = "{training[epochs]} epochs"
 CLIP_FLOOR = "clip-floor T={training[clip_floor][T]} (input {training[clip_floor][input_T]})"
+FROM = "from {training[init]}"
+
+
+def clip_floor_run(base: Path, t: int, t_in: int) -> Path:
+    """The run ``make lossless-resnet20 T=t T_IN=t_in`` trains from ``base`` (Makefile naming)."""
+    return RUNS / f"{base.name}-cf{t}-in{t_in}"
 
 
 def family(stem: str) -> str:
@@ -94,7 +101,7 @@ MEASUREMENTS = [
         "resnet20",
         "ResNet-20 trained here from scratch",
         "resnet20",
-        ("--run", str(RESNET20), "--T", "8,16,32", "--methods", "percentile:99.99"),
+        ("--run", str(RESNET20), "--T", "8,16,32", "--methods", "percentile:99.99", *RATE),
         " ({training[total_epochs]} epochs: {training[schedule]} cycles of {training[cycles]}, "
         "label smoothing {training[label_smoothing]:g})",
     ),
@@ -108,25 +115,18 @@ MEASUREMENTS = [
         "resnet20-cf16",
         "ResNet-20 trained here, clip-floor fine-tuned for the default model's windows",
         "resnet20",
-        ("--run", str(RUNS / f"{RESNET20.name}-cf16-in16"), "--T", "trained", "--methods", "max"),
-        f": {CLIP_FLOOR}, {EPOCHS}",
-    ),
-    Measurement(
-        "resnet20-cf4",
-        "ResNet-20 trained here (the warm restart before the EMA cycles), low-T trained",
-        "resnet20",
-        ("--run", str(RUNS / "resnet20-sgdr12-cf4-in8"), "--T", "trained", "--methods", "max"),
-        f": {CLIP_FLOOR}, {EPOCHS}",
+        ("--run", str(clip_floor_run(RESNET20, 16, 16)), "--T", "trained", "--methods", "max"),
+        f": {CLIP_FLOOR}, {EPOCHS} {FROM}",
     ),
     *(
         Measurement(
             f"resnet20-cf{t}",
-            f"ResNet-20 trained here, low-T trained for the paper's {steps} steps",
+            f"ResNet-20 trained here, low-T trained for {steps} steps",
             "resnet20",
-            ("--run", str(RUNS / f"{RESNET20.name}-cf{t}-in{t_in}"), "--T", "trained", "--methods", "max"),
-            f": {CLIP_FLOOR}, {EPOCHS}",
+            ("--run", str(clip_floor_run(EARLIER, t, t_in)), "--T", "trained", "--methods", "max"),
+            f": {CLIP_FLOOR}, {EPOCHS} {FROM}",
         )
-        for t, t_in, steps in ((3, 7, 64), (6, 14, 128), (12, 28, 256), (25, 37, 512))
+        for t, t_in, steps in ((3, 7, 64), (4, 8, 84), (6, 14, 128))
     ),
 ]
 # earlier, on the JPEG copy (about 10 points below the original for the same model), in docs/results/jpeg/

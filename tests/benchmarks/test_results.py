@@ -96,12 +96,15 @@ def test_windows_column_names_uniform_and_allocated_windows():
 
 
 def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
-    run = tmp_path / "run"
+    parent, run = tmp_path / "ann", tmp_path / "run"
+    parent.mkdir()
+    (parent / "model.json").write_text(json.dumps({"epochs": 20}))
     run.mkdir()
     args = {"epochs": 5, "schedule": "cosine", "label_smoothing": 0.1}
     (run / "state.json").write_text(json.dumps({"epoch": 3, "best_epoch": 2, "args": args}))
     clip_floor = {"T": 4, "shift": 0.5, "input_T": 8}
     summary = {"clip_floor": clip_floor, "dataset": "d", "date": "x", "epochs": 3}
+    summary["init"] = str(parent / "model.safetensors")
     (run / "model.json").write_text(json.dumps(summary))
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"runs": []}))
@@ -111,9 +114,9 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     assert report["host"]["cpu_cores"] >= 1
     low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf3")
     assert heading(low_t, report) == (
-        "ResNet-20 trained here, low-T trained for the paper's 64 steps: clip-floor T=4 (input 8), 3 epochs"
+        "ResNet-20 trained here, low-T trained for 64 steps: clip-floor T=4 (input 8), 3 epochs from ann"
     )
-    assert heading(low_t, report, default="run").endswith("3 epochs (the default model)")
+    assert heading(low_t, report, default="run").endswith("3 epochs from ann (the default model)")
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
 
 
