@@ -111,22 +111,21 @@ MEASUREMENTS = [
         "resnet20",
         ("--run", str(RESNET20), *LATENCIES),
     ),
-    Measurement(
-        "resnet20-cf16",
-        "ResNet-20 trained here, clip-floor fine-tuned for the default model's windows",
-        "resnet20",
-        ("--run", str(clip_floor_run(RESNET20, 16, 16)), "--T", "trained", "--methods", "max"),
-        f": {CLIP_FLOOR}, {EPOCHS} {FROM}",
-    ),
     *(
         Measurement(
             f"resnet20-cf{t}",
-            f"ResNet-20 trained here, low-T trained for {steps} steps",
+            f"ResNet-20 trained here, clip-floor trained for {purpose}",
             "resnet20",
-            ("--run", str(clip_floor_run(EARLIER, t, t_in)), "--T", "trained", "--methods", "max"),
+            ("--run", str(clip_floor_run(base, t, t_in)), "--T", "trained", "--methods", "max"),
             f": {CLIP_FLOOR}, {EPOCHS} {FROM}",
         )
-        for t, t_in, steps in ((3, 7, 64), (4, 8, 84), (6, 14, 128))
+        for base, t, t_in, purpose in (
+            (RESNET20, 16, 16, "the default model's windows"),
+            (EARLIER, 3, 7, "64 steps"),
+            (EARLIER, 4, 8, "84 steps"),
+            (EARLIER, 6, 14, "128 steps"),
+            (RESNET20, 12, 28, "256 steps"),
+        )
     ),
 ]
 # earlier, on the JPEG copy (about 10 points below the original for the same model), in docs/results/jpeg/

@@ -114,7 +114,7 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     assert report["host"]["cpu_cores"] >= 1
     low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf3")
     assert heading(low_t, report) == (
-        "ResNet-20 trained here, low-T trained for 64 steps: clip-floor T=4 (input 8), 3 epochs from ann"
+        "ResNet-20 trained here, clip-floor trained for 64 steps: clip-floor T=4 (input 8), 3 epochs from ann"
     )
     assert heading(low_t, report, default="run").endswith("3 epochs from ann (the default model)")
     assert heading(low_t, {}) == low_t.title  # a report without the record: no facts
