@@ -125,6 +125,7 @@ MEASUREMENTS = [
             (EARLIER, 4, 8, "84 steps"),
             (EARLIER, 6, 14, "128 steps"),
             (RESNET20, 12, 28, "256 steps"),
+            (RESNET20, 25, 37, "512 steps"),
         )
     ),
 ]

@@ -96,7 +96,7 @@ def render(docs: Path = DOCS) -> Path:
         "",
         "```",
         "make train-resnet20 retrain-resnet20 lossless-resnet20 convert-resnet20   # default model",
-        "make lossless-resnet20 T=12 T_IN=28    # the 256-step row",
+        "make lossless-resnet20 T=12 T_IN=28    # the 256-step row (T=25 T_IN=37: 512)",
         "make lossless-resnet20 FROM=$HOME/.cache/tsc-snn/runs/resnet20-sgdr12 T=3 T_IN=7   # low-T rows:",
         "                                     # and T=4 T_IN=8, T=6 T_IN=14",
         "make lowt-thirdparty                 # the third-party network low-T trained",
