@@ -46,8 +46,8 @@ def record_context(report: Path, run: Path | None) -> None:
 def training_record(run: Path) -> dict[str, Any]:
     """What a ``python -m converter train`` run folder reached, from its ``state.json`` and ``model.json``."""
     state = json.loads((run / "state.json").read_text())
-    summary = json.loads((run / "model.json").read_text())
     lineage = cycles(run)
+    summary = lineage[-1]
     started_from = {}
     if len(lineage) > 1:  # warm restarts: the runs it started from, oldest first
         started_from = {
@@ -71,13 +71,12 @@ def training_record(run: Path) -> dict[str, Any]:
 
 
 def cycles(run: Path) -> list[dict[str, Any]]:
-    """The training cycles behind a run, oldest first, following each ``model.json``'s ``init`` run."""
+    """The ``model.json`` of a run and of each run it started from (``init``), oldest first, named ``run``."""
     lineage: list[dict[str, Any]] = []
     folder: Path | None = run
     while folder is not None and (folder / "model.json").exists() and len(lineage) < 64:
-        summary = json.loads((folder / "model.json").read_text())
-        cycle = {"run": folder.name, "epochs": summary["epochs"], "ema_decay": summary.get("ema_decay")}
-        lineage.insert(0, cycle)
+        summary = {**json.loads((folder / "model.json").read_text()), "run": folder.name}
+        lineage.insert(0, summary)
         folder = Path(summary["init"]).parent if summary.get("init") else None
     return lineage
 
@@ -85,7 +84,7 @@ def cycles(run: Path) -> list[dict[str, Any]]:
 def cycles_phrase(lineage: list[dict[str, Any]]) -> str:
     """Cycle lengths in words, e.g. ``20 + 12 + 6, an EMA of the weights (0.999) in cycle 3``."""
     phrase = " + ".join(str(c["epochs"]) for c in lineage)
-    averaged = [i for i, c in enumerate(lineage, 1) if c["ema_decay"]]
+    averaged = [i for i, c in enumerate(lineage, 1) if c.get("ema_decay")]
     if not averaged:
         return phrase
     decays = ", ".join(sorted({f"{lineage[i - 1]['ema_decay']:g}" for i in averaged}))
