@@ -47,7 +47,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="decay of an exponential moving average of the weights, e.g. 0.999: tested and kept (0: off)",
     )
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
+    p.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="train in fp32 (default: bf16 autocast on CUDA and CPUs with AVX512-BF16 or AMX)",
+    )
     p.add_argument("--eval-every", type=number(int, 1), default=1, help="test every N epochs (and the last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")

@@ -43,9 +43,16 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedu
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (oneDNN)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    """bf16 autocast on CUDA when ``amp``; a disabled context elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    """bf16 autocast when ``amp`` and the device computes bf16 natively; a disabled context elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and native_bf16(device))
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from torch import nn
 
 from converter.cli import main
 from converter.system import available_cores
+from converter.training import train as train_module
 from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import Normalize
 from converter.training.train import ResumeError, evaluate_accuracy, lr_at, train
@@ -207,6 +208,23 @@ def test_resume_with_ema_continues_exactly(tmp_path, data):
     train(resumed, train_set, test_set, **settings, out_dir=tmp_path, log=lambda _: None)
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("native", "amp", "dtype"),
+    [(True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)],
+)
+def test_amp_computes_in_bf16_only_where_the_device_has_it(monkeypatch, native, amp, dtype):
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: native)
+    with train_module._autocast(torch.device("cpu"), amp):
+        out = nn.Linear(4, 2)(torch.ones(3, 4))
+    assert out.dtype == dtype
+
+
+def test_native_bf16_names_the_devices():
+    assert train_module.native_bf16(torch.device("cuda"))
+    assert not train_module.native_bf16(torch.device("meta"))
+    assert train_module.native_bf16(torch.device("cpu")) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def test_cpu_threads():
