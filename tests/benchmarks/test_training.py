@@ -1,0 +1,22 @@
+"""The training-throughput benchmark runs the real training loop and reports both precisions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from benchmarks import training
+from converter.training.train import native_bf16
+
+
+def test_benchmark_reports_both_precisions_and_their_ratio(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["training", "--images", "128", "--repeats", "1", "--json"])
+    training.main()
+    result = json.loads(capsys.readouterr().out)
+    rates = result["images_per_s"]
+    assert set(rates) == {"bf16", "fp32"} and min(rates.values()) > 0
+    assert result["bf16_speedup"] == pytest.approx(rates["bf16"] / rates["fp32"], abs=0.01)
+    assert result["native_bf16"] == native_bf16(torch.device("cpu"))
