@@ -9,6 +9,8 @@ stands for a value:
 Pixels are coded the same way with ``lam = 1``. ``ClipFloor`` and ``InputQuant`` are the ANN modules
 that compute ``q`` during training (clip-floor training, spec section 9); the converter reads their
 ``lam``, ``T`` and ``s`` so the spiking network computes exactly what the trained network computes.
+They always quantise in float32: under bf16 autocast ``T * z / lam`` would round (8-bit mantissa) and
+move values across level boundaries the float32 spiking engines place elsewhere.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def dequantised(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
     return durations(z, lam, T, shift) * (lam_view(lam, z.dim()) / T)
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` as float32 when it is a half-precision tensor (autocast output); float32/64 unchanged."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class ClipFloor(nn.Module):
     """ReLU replaced by TSC's clip-and-quantise map, with a trainable clipping level ``lam``.
 
@@ -68,11 +75,13 @@ class ClipFloor(nn.Module):
         return self.lam.abs().clamp_min(1e-6)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Quantised activation; gradient of ``floor`` passed straight through."""
-        lam = lam_view(self.threshold(), x.dim())
-        y = torch.clamp(x / lam, 0, 1)
-        q = levels(y, self.T, self.T, self.shift) / self.T
-        return (y + (q - y).detach()) * lam
+        """Quantised activation in float32 (even under autocast); gradient of ``floor`` passed straight through."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = full_precision(x)
+            lam = lam_view(self.threshold(), x.dim())
+            y = torch.clamp(x / lam, 0, 1)
+            q = levels(y, self.T, self.T, self.shift) / self.T
+            return (y + (q - y).detach()) * lam
 
     def extra_repr(self) -> str:
         """``T`` and the shift, for ``print(model)``."""
@@ -87,5 +96,6 @@ class InputQuant(nn.Module):
         self.T, self.shift = T, shift
 
     def forward(self, x: Tensor) -> Tensor:
-        """Quantised pixels (no gradient is needed through the input)."""
-        return levels(x, self.T, self.T, self.shift) / self.T
+        """Quantised pixels in float32, even under autocast (no gradient is needed through the input)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return levels(full_precision(x), self.T, self.T, self.shift) / self.T

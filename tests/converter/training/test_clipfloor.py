@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from converter import convert
-from converter.quantise import ClipFloor
+from converter.quantise import ClipFloor, InputQuant
 from converter.training.clipfloor import clip_floor_model
 from tests.converter.nets import NetConfig, images, make_net
 
@@ -71,3 +71,14 @@ def test_relu_subclass_is_clip_floored_like_relu():
     rewritten = clip_floor_model(model.eval(), T=4)
     kinds = [type(m).__name__ for m in rewritten.modules()]
     assert "MyReLU" not in kinds and kinds.count("ClipFloor") == 1
+
+
+def test_quantisers_decide_levels_in_float32_under_bf16_autocast():
+    """bf16 rounding of ``T * x / lam`` would move values across level boundaries the engines place."""
+    torch.manual_seed(0)
+    x = torch.rand(4096) * 2.5
+    for module in (ClipFloor(T=25, lam=1.1744060516357422), InputQuant(T=37)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = module(x.bfloat16())
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, module(x.bfloat16().float()), rtol=0, atol=0)
