@@ -18,7 +18,7 @@ from converter.cli.common import number
 from converter.training.clipfloor import clip_floor_init
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.models import MODEL_NAMES, build_model, input_size
-from converter.training.train import SCHEDULES, ResumeError, save_safetensors, train
+from converter.training.train import SCHEDULES, ResumeError, native_bf16, save_safetensors, train
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
 
@@ -192,7 +192,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except (ResumeError, OSError) as exc:
         raise CommandError(str(exc)) from None
-    summary = _summary(args, train_set, test_set, result)
+    summary = _summary(args, device, train_set, test_set, result)
     save_safetensors(model.state_dict(), args.out / "model.safetensors", {"model": args.model})
     (args.out / "model.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.json:
@@ -203,7 +203,9 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageDataset, result: dict) -> dict:
+def _summary(
+    args: argparse.Namespace, device: torch.device, train_set: ImageDataset, test_set: ImageDataset, result: dict
+) -> dict:
     """What ``model.json`` records about the run."""
     return {
         "model": args.model,
@@ -217,6 +219,7 @@ def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageD
         "epochs": args.epochs,
         "init": str(args.init) if args.init else None,
         "ema_decay": args.ema,
+        "bf16": not args.no_amp and native_bf16(device),
         "clip_floor": {
             "T": args.clip_floor,
             "shift": 0.5,

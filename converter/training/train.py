@@ -47,7 +47,9 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (oneDNN)."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:

@@ -221,10 +221,25 @@ def test_amp_computes_in_bf16_only_where_the_device_has_it(monkeypatch, native, 
     assert out.dtype == dtype
 
 
+@pytest.mark.parametrize(
+    ("mkldnn", "avx512_bf16", "amx", "native"),
+    [
+        (True, True, False, True),
+        (True, False, True, True),
+        (True, False, False, False),
+        (False, True, True, False),
+    ],
+)
+def test_native_bf16_on_cpu_needs_onednn_and_bf16_instructions(monkeypatch, mkldnn, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert train_module.native_bf16(torch.device("cpu")) is native
+
+
 def test_native_bf16_names_the_devices():
     assert train_module.native_bf16(torch.device("cuda"))
     assert not train_module.native_bf16(torch.device("meta"))
-    assert train_module.native_bf16(torch.device("cpu")) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def test_cpu_threads():
@@ -240,20 +255,36 @@ def _train_cli(tmp_path, *extra: str) -> int:
 
 
 def test_cli_trains_and_writes_model_files(tmp_path, capsys):
-    assert _train_cli(tmp_path, "--json", "--limit-train", "32") == 0
+    assert _train_cli(tmp_path, "--json", "--limit-train", "32", "--device", "cpu") == 0
     summary = json.loads(capsys.readouterr().out)
     run = tmp_path / "run"
     assert json.loads((run / "model.json").read_text()) == summary
     assert summary["model"] == "resnet20" and summary["num_classes"] == 4 and summary["train_size"] == 32
     assert summary["classes"] == ["class0", "class1", "class2", "class3"] and summary["dataset"] == SPEC
+    assert summary["bf16"] is train_module.native_bf16(torch.device("cpu"))
     weights = load_file(str(run / "model.safetensors"))
     assert weights["fc.weight"].shape == (4, 64)
     init = ["--init", str(run / "model.safetensors"), "--num-classes", "4", "--out", str(tmp_path / "b")]
     assert (
-        main(["train", "--model", "resnet20", "--data", SPEC, "--epochs", "1", "--limit-train", "16", *init])
+        main(
+            [
+                "train",
+                "--model",
+                "resnet20",
+                "--data",
+                SPEC,
+                "--epochs",
+                "1",
+                "--limit-train",
+                "16",
+                *init,
+                "--no-amp",
+            ]
+        )
         == 0
     )
     capsys.readouterr()
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["bf16"] is False
     assert _train_cli(tmp_path, "--limit-train", "32", "--lr", "0.5") == 2
     assert "other settings (lr)" in capsys.readouterr().err
     assert _train_cli(tmp_path, "--limit-train", "32", "--lr", "0.5", "--restart") == 0
