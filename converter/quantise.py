@@ -75,7 +75,7 @@ class ClipFloor(nn.Module):
         return self.lam.abs().clamp_min(1e-6)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Quantised activation in float32 (even under autocast); gradient of ``floor`` passed straight through."""
+        """Quantised activation in float32, even under autocast; straight-through gradient of ``floor``."""
         with torch.autocast(x.device.type, enabled=False):
             x = full_precision(x)
             lam = lam_view(self.threshold(), x.dim())

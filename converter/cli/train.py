@@ -204,7 +204,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _summary(
-    args: argparse.Namespace, device: torch.device, train_set: ImageDataset, test_set: ImageDataset, result: dict
+    args: argparse.Namespace,
+    device: torch.device,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    result: dict,
 ) -> dict:
     """What ``model.json`` records about the run."""
     return {
