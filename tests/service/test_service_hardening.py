@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import platform
 import signal
 import socket
@@ -23,7 +24,7 @@ from fastapi import FastAPI
 from PIL import Image
 from servicetools import REPO, Server, encode, picture, settings_for, start_service
 
-from converter import InputSpec
+from converter import InputSpec, load
 from service import images, registry
 from service.app import create_app
 from service.batching import Batcher
@@ -417,10 +418,34 @@ def test_connections_over_the_limit_are_refused_at_once_and_logged(wire: Server)
 # --- shutdown
 
 
+def rate_steps_lasting(net_dir: Path, images: int, seconds: float) -> int:
+    """Rate-coded steps that keep ``images`` images of ``net_dir`` busy at least ``seconds`` on this machine.
+
+    Timed on one torch thread, as the server under test runs its lanes (TSC_TORCH_THREADS=1).
+    """
+    net = load(net_dir)
+    pixels = torch.rand(images, net.input_spec.channels, net.input_spec.height, net.input_spec.width)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_batch(net, pixels, "rate", False, rate_steps=50)  # warm-up
+        start = time.perf_counter()
+        run_batch(net, pixels, "rate", False, rate_steps=400)
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return max(400, math.ceil(seconds * 400 / elapsed))
+
+
 def test_requests_cut_off_at_shutdown_get_a_json_503(model_dir: Path, tmp_path: Path, png: bytes) -> None:
-    # a compare batch of 8 takes seconds on the reference lane: two of them outlast the 1 s grace period
+    # each compare batch of 8 keeps the reference lane busy ~4 s on any machine: both outlast the 1 s grace
+    steps = rate_steps_lasting(model_dir / "tiny", 8, 4.0)
     server = start_service(
-        model_dir, tmp_path / "server.log", TSC_GRACEFUL_TIMEOUT_S="1", TSC_RATE_STEPS="2000"
+        model_dir,
+        tmp_path / "server.log",
+        TSC_GRACEFUL_TIMEOUT_S="1",
+        TSC_RATE_STEPS=str(steps),
+        TSC_TORCH_THREADS="1",
     )
     port = int(server.url.rsplit(":", 1)[1])
     answers: dict[str, httpx.Response] = {}
