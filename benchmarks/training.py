@@ -3,9 +3,10 @@
     python -m benchmarks.training [--images 4096] [--repeats 3] [--device cpu] [--json]
 
 Each repeat trains a fresh model for one epoch of ``--images`` synthetic 32x32 images with the project's
-training loop (augmentation, nesterov SGD, channels-last), once with ``amp`` and once without, interleaved;
-the medians and their ratio are printed. bf16 applies where the device computes it natively (CUDA, CPUs
-with AVX512-BF16 or AMX); elsewhere both rows are fp32 and the ratio is about 1.
+training loop (augmentation, nesterov SGD, channels-last), once with ``amp`` and once without, interleaved
+in alternating order after a warm-up of each; the medians and their ratio are printed. bf16 applies where
+the device computes it natively (CUDA, CPUs with AVX512-BF16 or AMX); elsewhere both rows are fp32 and the
+ratio is about 1.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import statistics
 
 import torch
 
-from converter.training.datasets import synthetic_dataset
+from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import build_model
 from converter.training.train import native_bf16, train
 
 
-def images_per_s(amp: bool, data: tuple, device: str) -> float:
+def images_per_s(amp: bool, data: tuple[ImageDataset, ImageDataset], device: str) -> float:
     """Images/s of one training epoch of a fresh ResNet-20 (``amp``: bf16 autocast where native)."""
     torch.manual_seed(0)
     result = train(build_model("resnet20"), *data, epochs=1, warmup_epochs=0, device=device, amp=amp,
@@ -38,11 +39,13 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     data = (synthetic_dataset(args.images, 10), synthetic_dataset(256, 10, split="test"))
-    images_per_s(True, data, args.device)  # warm-up: oneDNN picks its kernels
-    rates: dict[str, list[float]] = {"bf16": [], "fp32": []}
-    for _ in range(args.repeats):
-        rates["bf16"].append(images_per_s(True, data, args.device))
-        rates["fp32"].append(images_per_s(False, data, args.device))
+    precisions = {"bf16": True, "fp32": False}
+    for amp in precisions.values():  # warm-up: oneDNN picks its kernels for each precision
+        images_per_s(amp, data, args.device)
+    rates: dict[str, list[float]] = {name: [] for name in precisions}
+    for repeat in range(args.repeats):
+        for name in sorted(precisions, reverse=repeat % 2 == 1):  # alternate which runs first
+            rates[name].append(images_per_s(precisions[name], data, args.device))
     median = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "device": args.device,

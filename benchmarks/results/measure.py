@@ -48,19 +48,18 @@ def training_record(run: Path) -> dict[str, Any]:
     state = json.loads((run / "state.json").read_text())
     lineage = cycles(run)
     summary = lineage[-1]
+    total = sum(c["epochs"] for c in lineage)
     started_from = {}
     if len(lineage) > 1:  # warm restarts: the runs it started from, oldest first
-        started_from = {
-            "init": lineage[-2]["run"],
-            "cycles": cycles_phrase(lineage),
-            "total_epochs": sum(c["epochs"] for c in lineage),
-        }
+        started_from = {"init": lineage[-2]["run"], "cycles": cycles_phrase(lineage), "total_epochs": total}
+    schedule = state["args"]["schedule"]
     return {
         "run": run.name,
         "epochs": state["epoch"],
         "planned_epochs": state["args"]["epochs"],
         "best_epoch": state["best_epoch"],
-        "schedule": state["args"]["schedule"],
+        "schedule": schedule,
+        "recipe": recipe_phrase(lineage, schedule, total),
         "label_smoothing": state["args"]["label_smoothing"],
         "ema_decay": summary.get("ema_decay"),
         "clip_floor": summary["clip_floor"],
@@ -79,6 +78,16 @@ def cycles(run: Path) -> list[dict[str, Any]]:
         lineage.insert(0, summary)
         folder = Path(summary["init"]).parent if summary.get("init") else None
     return lineage
+
+
+def recipe_phrase(lineage: list[dict[str, Any]], schedule: str, total: int) -> str:
+    """Training in words: ``120 epochs, one cosine schedule, an EMA of the weights (0.999)``, or cycles."""
+    if len(lineage) > 1:
+        return f"{total} epochs: {schedule} cycles of {cycles_phrase(lineage)}"
+    decay = lineage[0].get("ema_decay")
+    return f"{total} epochs, one {schedule} schedule" + (
+        f", an EMA of the weights ({decay:g})" if decay else ""
+    )
 
 
 def cycles_phrase(lineage: list[dict[str, Any]]) -> str:

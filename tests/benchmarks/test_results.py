@@ -145,10 +145,18 @@ def test_warm_restarts_record_every_cycle_they_started_from(tmp_path):
     record_context(sweep, folders[1])  # one restart, no EMA
     training = json.loads(sweep.read_text())["training"]
     assert training["cycles"] == "20 + 12" and training["total_epochs"] == 32
-    record_context(sweep, folders[0])  # from scratch: no such facts, and the title says only what is known
+    record_context(sweep, folders[0])  # from scratch: one schedule, no cycles
     training = json.loads(sweep.read_text())["training"]
     assert "init" not in training and "cycles" not in training
-    assert heading(ours, {"training": training}) == ours.title
+    assert (
+        heading(ours, {"training": training})
+        == f"{ours.title} (20 epochs, one cosine schedule, label smoothing 0.1)"
+    )
+    summary = json.loads((folders[0] / "model.json").read_text())
+    (folders[0] / "model.json").write_text(json.dumps({**summary, "ema_decay": 0.999}))
+    record_context(sweep, folders[0])
+    training = json.loads(sweep.read_text())["training"]
+    assert training["recipe"] == "20 epochs, one cosine schedule, an EMA of the weights (0.999)"
 
 
 @pytest.mark.parametrize(
