@@ -71,6 +71,7 @@ $(CACHE)/cifar10/test:
 
 ## train-resnet20 / lossless-resnet20 / convert-resnet20: the default model, end to end
 RESNET20 := $(RUNS)/resnet20-e$(EPOCHS)
+export TSC_RESNET20 := $(RESNET20)
 train-resnet20: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --epochs $(EPOCHS) --lr 0.1 --wd 5e-4 \
 		--label-smoothing 0.1 --warmup-epochs 2 --ema $(EMA) --eval-every 5 --device $(DEVICE) --out $(RESNET20)

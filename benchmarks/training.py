@@ -35,9 +35,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when available)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     data = (synthetic_dataset(args.images, 10), synthetic_dataset(256, 10, split="test"))
     precisions = {"bf16": True, "fp32": False}
     for amp in precisions.values():  # warm-up: oneDNN picks its kernels for each precision

@@ -9,8 +9,9 @@ stands for a value:
 Pixels are coded the same way with ``lam = 1``. ``ClipFloor`` and ``InputQuant`` are the ANN modules
 that compute ``q`` during training (clip-floor training, spec section 9); the converter reads their
 ``lam``, ``T`` and ``s`` so the spiking network computes exactly what the trained network computes.
-They always quantise in float32: under bf16 autocast ``T * z / lam`` would round (8-bit mantissa) and
-move values across level boundaries the float32 spiking engines place elsewhere.
+They decide levels in float32 even under autocast, as the float32 engines decide them: in bf16 (8-bit
+mantissa) ``T * z / lam`` would round across level boundaries. The next layer may still receive ``q``
+rounded to bf16 by autocast; that touches the training arithmetic only, never which level is chosen.
 """
 
 from __future__ import annotations

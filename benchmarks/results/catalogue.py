@@ -12,8 +12,9 @@ RUNS = Path(os.environ.get("TSC_RUNS", "~/.cache/tsc-snn/runs")).expanduser()  #
 DEFAULT_MODEL = Path("models/resnet20-cifar10")  # the embedded default model: its spike raster is drawn
 RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "1000", "--rate-v0", "0,0.5")
 THIRD_PARTY = ("--factory", "benchmarks.thirdparty:load_resnet20")
-# the best ResNet-20 trained here (make train-resnet20): the clip-floor rows start from it
-RESNET20 = RUNS / "resnet20-e120"
+# the best ResNet-20 trained here (make train-resnet20, which names it in TSC_RESNET20): the clip-floor rows
+# start from it
+RESNET20 = Path(os.environ.get("TSC_RESNET20", RUNS / "resnet20-e120")).expanduser()
 LATENCIES = ("--T", "latency:64,latency:128,latency:256,latency:512", "--methods", "error-aware")
 
 # spec section 9: the paper's numbers (ECCV 2020, CIFAR-10) for the tables; "latency": TSC % at those steps

@@ -62,6 +62,7 @@ def training_record(run: Path) -> dict[str, Any]:
         "recipe": recipe_phrase(lineage, schedule, total),
         "label_smoothing": state["args"]["label_smoothing"],
         "ema_decay": summary.get("ema_decay"),
+        "bf16": summary.get("bf16"),
         "clip_floor": summary["clip_floor"],
         "dataset": summary["dataset"],
         "trained_at": summary["date"],

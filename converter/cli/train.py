@@ -18,7 +18,7 @@ from converter.cli.common import number
 from converter.training.clipfloor import clip_floor_init
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.models import MODEL_NAMES, build_model, input_size
-from converter.training.train import SCHEDULES, ResumeError, native_bf16, save_safetensors, train
+from converter.training.train import SCHEDULES, ResumeError, save_safetensors, train
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
 
@@ -192,7 +192,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except (ResumeError, OSError) as exc:
         raise CommandError(str(exc)) from None
-    summary = _summary(args, device, train_set, test_set, result)
+    summary = _summary(args, train_set, test_set, result)
     save_safetensors(model.state_dict(), args.out / "model.safetensors", {"model": args.model})
     (args.out / "model.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.json:
@@ -203,13 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(
-    args: argparse.Namespace,
-    device: torch.device,
-    train_set: ImageDataset,
-    test_set: ImageDataset,
-    result: dict,
-) -> dict:
+def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageDataset, result: dict) -> dict:
     """What ``model.json`` records about the run."""
     return {
         "model": args.model,
@@ -223,7 +217,7 @@ def _summary(
         "epochs": args.epochs,
         "init": str(args.init) if args.init else None,
         "ema_decay": args.ema,
-        "bf16": not args.no_amp and native_bf16(device),
+        "bf16": all(epoch.get("bf16", False) for epoch in result["history"]),  # every epoch, resumed ones too
         "clip_floor": {
             "T": args.clip_floor,
             "shift": 0.5,

@@ -46,10 +46,11 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedu
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX (oneDNN)."""
     if device.type == "cuda":
-        return True
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu probes
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:
@@ -282,7 +283,7 @@ def train(
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
         start = time.perf_counter()
-        record = {"epoch": epoch}
+        record = {"epoch": epoch, "bf16": amp and native_bf16(device)}
         record |= _train_epoch(
             model,
             optimizer,

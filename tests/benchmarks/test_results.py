@@ -103,7 +103,7 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     args = {"epochs": 5, "schedule": "cosine", "label_smoothing": 0.1}
     (run / "state.json").write_text(json.dumps({"epoch": 3, "best_epoch": 2, "args": args}))
     clip_floor = {"T": 4, "shift": 0.5, "input_T": 8}
-    summary = {"clip_floor": clip_floor, "dataset": "d", "date": "x", "epochs": 3}
+    summary = {"clip_floor": clip_floor, "dataset": "d", "date": "x", "epochs": 3, "bf16": True}
     summary["init"] = str(parent / "model.safetensors")
     (run / "model.json").write_text(json.dumps(summary))
     sweep = tmp_path / "sweep.json"
@@ -111,6 +111,7 @@ def test_run_facts_in_titles_come_from_the_training_runs_json(tmp_path):
     record_context(sweep, run)
     report = json.loads(sweep.read_text())
     assert report["training"]["epochs"] == 3 and report["training"]["planned_epochs"] == 5
+    assert report["training"]["bf16"] is True
     assert report["host"]["cpu_cores"] >= 1
     low_t = next(m for m in MEASUREMENTS if m.stem == "resnet20-cf3")
     assert heading(low_t, report) == (

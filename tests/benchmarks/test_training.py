@@ -9,14 +9,26 @@ import pytest
 import torch
 
 from benchmarks import training
+from converter.training import train as train_module
 from converter.training.train import native_bf16
 
 
 def test_benchmark_reports_both_precisions_and_their_ratio(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["training", "--images", "128", "--repeats", "1", "--json"])
+    asked = []
+
+    def autocast(device, amp):
+        asked.append(amp)
+        return real_autocast(device, amp)
+
+    real_autocast = train_module._autocast
+    monkeypatch.setattr(train_module, "_autocast", autocast)
+    monkeypatch.setattr(
+        sys, "argv", ["training", "--images", "128", "--repeats", "1", "--device", "auto", "--json"]
+    )
     training.main()
+    assert True in asked and False in asked  # each precision really trained (warm-up and repeat)
     result = json.loads(capsys.readouterr().out)
     rates = result["images_per_s"]
     assert set(rates) == {"bf16", "fp32"} and min(rates.values()) > 0
     assert result["bf16_speedup"] == pytest.approx(rates["bf16"] / rates["fp32"], abs=0.01)
-    assert result["native_bf16"] == native_bf16(torch.device("cpu"))
+    assert result["native_bf16"] == native_bf16(torch.device(result["device"]))

@@ -237,8 +237,29 @@ def test_native_bf16_on_cpu_needs_onednn_and_bf16_instructions(monkeypatch, mkld
     assert train_module.native_bf16(torch.device("cpu")) is native
 
 
-def test_native_bf16_names_the_devices():
-    assert train_module.native_bf16(torch.device("cuda"))
+@pytest.mark.parametrize(("available", "bf16_gpu"), [(True, True), (True, False), (False, False)])
+def test_native_bf16_on_cuda_needs_a_gpu_with_bf16_units(monkeypatch, available, bf16_gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16_gpu)
+    assert train_module.native_bf16(torch.device("cuda")) is (available and bf16_gpu)
+
+
+def test_each_epoch_records_its_precision_across_a_resume(monkeypatch, tmp_path, data):
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    train_set, test_set = data
+    settings = {"epochs": 2, "batch_size": 64, "out_dir": tmp_path}
+
+    def stop_after_one(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), train_set.subset(64), test_set, **settings, amp=True, log=stop_after_one)
+    result = train(tiny_model(), train_set.subset(64), test_set, **settings, amp=False, log=lambda _: None)
+    assert [epoch["bf16"] for epoch in result["history"]] == [True, False]
+
+
+def test_native_bf16_is_false_on_other_devices():
     assert not train_module.native_bf16(torch.device("meta"))
 
 
