@@ -17,6 +17,7 @@ import statistics
 
 import torch
 
+from converter.cli.train import torch_device
 from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import build_model
 from converter.training.train import native_bf16, train
@@ -38,8 +39,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when available)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = str(torch_device(args.device))
     data = (synthetic_dataset(args.images, 10), synthetic_dataset(256, 10, split="test"))
     precisions = {"bf16": True, "fp32": False}
     for amp in precisions.values():  # warm-up: oneDNN picks its kernels for each precision

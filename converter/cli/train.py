@@ -84,7 +84,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
-def _device(name: str) -> torch.device:
+def torch_device(name: str) -> torch.device:
     """The torch device named on the command line, checked to exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -149,7 +149,7 @@ def make_model(args: argparse.Namespace) -> nn.Module:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run the ``train`` command."""
-    device = _device(args.device)
+    device = torch_device(args.device)
     train_set, test_set = load_data(args)
     labels_needed = int(max(train_set.labels.max(), test_set.labels.max())) + 1
     args.num_classes = args.num_classes or len(train_set.classes)

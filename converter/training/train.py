@@ -265,7 +265,8 @@ def train(
     if ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     tested = model if ema is None else ema.module
-    cfg = {"seed": seed, "augment": augment, "amp": amp, "label_smoothing": label_smoothing}
+    bf16 = amp and native_bf16(device)  # what every epoch of this call computes in, recorded with it
+    cfg = {"seed": seed, "augment": augment, "amp": bf16, "label_smoothing": label_smoothing}
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
     )
@@ -283,7 +284,7 @@ def train(
 
     for epoch in range(state["epoch"] + 1, epochs + 1):
         start = time.perf_counter()
-        record = {"epoch": epoch, "bf16": amp and native_bf16(device)}
+        record = {"epoch": epoch, "bf16": bf16}
         record |= _train_epoch(
             model,
             optimizer,

@@ -286,24 +286,8 @@ def test_cli_trains_and_writes_model_files(tmp_path, capsys):
     weights = load_file(str(run / "model.safetensors"))
     assert weights["fc.weight"].shape == (4, 64)
     init = ["--init", str(run / "model.safetensors"), "--num-classes", "4", "--out", str(tmp_path / "b")]
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "resnet20",
-                "--data",
-                SPEC,
-                "--epochs",
-                "1",
-                "--limit-train",
-                "16",
-                *init,
-                "--no-amp",
-            ]
-        )
-        == 0
-    )
+    again = ["train", "--model", "resnet20", "--data", SPEC, "--epochs", "1", "--limit-train", "16"]
+    assert main([*again, "--no-amp", *init]) == 0
     capsys.readouterr()
     assert json.loads((tmp_path / "b" / "model.json").read_text())["bf16"] is False
     assert _train_cli(tmp_path, "--limit-train", "32", "--lr", "0.5") == 2
