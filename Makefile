@@ -8,8 +8,9 @@ SHARED ?= ../shared
 #   make data-jpeg && make train-resnet20 DATA=imagefolder:$HOME/.cache/tsc-snn/cifar10
 DATA ?= cifar10:$(SHARED)/datasets/cifar10-binary-lossless.tar.gz
 CACHE ?= $(HOME)/.cache/tsc-snn
-# training runs live outside the work tree, resumable (benchmarks/results/ reads them from TSC_RUNS)
-RUNS ?= $(CACHE)/runs
+# training runs live in the repository (models/zoo/<run>/: weights, recipe, resumable state), committed, so a
+# run outlives the machine and every reported row can be rebuilt (benchmarks/results/ reads them from TSC_RUNS)
+RUNS ?= models/zoo
 export TSC_RUNS := $(RUNS)
 # the default model's windows
 T ?= 16

@@ -6,7 +6,7 @@
 
 ``PATH`` is the original CIFAR-10 (``../shared/datasets/cifar10-binary-lossless.tar.gz``).
 
-Training runs are read from ``$TSC_RUNS`` (default ``~/.cache/tsc-snn/runs``, the Makefile's ``RUNS``).
+Training runs are read from ``$TSC_RUNS`` (default ``models/zoo``, the Makefile's ``RUNS``).
 
 Each measurement is a ``python -m converter sweep`` whose JSON lands in ``docs/results/`` together with
 what its training run reached (``state.json``, ``model.json``) and the machine it ran on; the markdown and

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 DOCS = Path("docs")
 RESULTS = DOCS / "results"
-RUNS = Path(os.environ.get("TSC_RUNS", "~/.cache/tsc-snn/runs")).expanduser()  # training runs (Makefile RUNS)
+RUNS = Path(os.environ.get("TSC_RUNS", "models/zoo")).expanduser()  # training runs, committed (Makefile RUNS)
 DEFAULT_MODEL = Path("models/resnet20-cifar10")  # the embedded default model: its spike raster is drawn
 RATE = ("--rate-steps", "32,64,128,256", "--rate-images", "1000", "--rate-v0", "0,0.5")
 THIRD_PARTY = ("--factory", "benchmarks.thirdparty:load_resnet20")
