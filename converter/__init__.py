@@ -1,30 +1,32 @@
 """tsc-snn converter: trained PyTorch CNN -> Temporal-Switch-Coding spiking network.
 
-The public names are imported on first use, so that a light submodule (``converter.system``, which the
+The public names are imported on first use, so that a light submodule (``converter.snn.system``, which the
 service's settings and its healthcheck use) does not pull in torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from converter.snn.system import lazy_exports
 
 if TYPE_CHECKING:
-    from converter.checkpoint import CheckpointError
-    from converter.network import InputSpec, SpikingNetwork, load
-    from converter.pipeline import convert
-    from converter.results import LayerCounts, RunResult
-    from converter.trace import ConversionError
+    from converter.conversion.pipeline import convert
+    from converter.conversion.trace import ConversionError
+    from converter.snn.checkpoint import CheckpointError
+    from converter.snn.model import InputSpec
+    from converter.snn.network import SpikingNetwork, load
+    from converter.snn.results import LayerCounts, RunResult
 
 _HOMES = {
-    "CheckpointError": "converter.checkpoint",
-    "ConversionError": "converter.trace",
-    "InputSpec": "converter.network",
-    "LayerCounts": "converter.results",
-    "RunResult": "converter.results",
-    "SpikingNetwork": "converter.network",
-    "convert": "converter.pipeline",
-    "load": "converter.network",
+    "CheckpointError": "converter.snn.checkpoint",
+    "ConversionError": "converter.conversion.trace",
+    "InputSpec": "converter.snn.model",
+    "LayerCounts": "converter.snn.results",
+    "RunResult": "converter.snn.results",
+    "SpikingNetwork": "converter.snn.network",
+    "convert": "converter.conversion.pipeline",
+    "load": "converter.snn.network",
 }
 __all__ = [
     "CheckpointError",
@@ -37,9 +39,4 @@ __all__ = [
     "load",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use."""
-    if name not in _HOMES:
-        raise AttributeError(f"module 'converter' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

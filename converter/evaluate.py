@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from converter.network import SpikingNetwork
-from converter.results import RunResult
+from converter.snn.network import SpikingNetwork
+from converter.snn.results import RunResult
 from converter.training.datasets import to_float
 
 

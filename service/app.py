@@ -10,12 +10,12 @@ from starlette.types import ASGIApp
 
 from service import __version__
 from service.auth import require_api_key
+from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.limits import RequestLimitsMiddleware
 from service.logs import RequestContextMiddleware
 from service.metrics import RequestMetricsMiddleware
 from service.routers import classify, docs, health, metrics, models, page, v2
-from service.runtime import Runtime
 from service.settings import Settings
 
 DESCRIPTION = """
@@ -42,15 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Classify and model routes need TSC_API_KEY when one is set (and only then does OpenAPI declare it);
     health, metrics, the docs and the page stay open for probes, scrapers and people.
     """
-    runtime = Runtime(settings or Settings())
+    dataplane = DataPlane(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        await dataplane.start()
         try:
             yield
         finally:
-            await runtime.stop()
+            await dataplane.stop()
 
     app = App(
         title="tsc-snn",
@@ -60,14 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by service.routers.docs from packaged assets, not a CDN
         redoc_url=None,
     )
-    app.state.runtime = runtime
-    settings = runtime.settings  # the limits' middleware is inside the metrics': its answers are counted
+    app.state.dataplane = dataplane
+    settings = dataplane.settings  # the limits' middleware is inside the metrics': its answers are counted
     app.add_middleware(
         RequestLimitsMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
     )
-    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    app.add_middleware(RequestMetricsMiddleware, metrics=dataplane.metrics)
     install_error_handlers(app)
-    protected = [Depends(require_api_key)] if runtime.settings.api_key is not None else []
+    protected = [Depends(require_api_key)] if settings.api_key is not None else []
     for router in (classify.router, models.router, v2.router):
         app.include_router(router, dependencies=protected)
     for router in (health.router, metrics.router, page.router, docs.router):

@@ -9,7 +9,7 @@ from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import Unauthorized
-from service.runtime import RuntimeDep
+from service.routers.deps import DataPlaneDep
 
 bearer_scheme = HTTPBearer(auto_error=False, description="TSC_API_KEY sent as 'Authorization: Bearer <key>'.")
 header_scheme = APIKeyHeader(
@@ -18,12 +18,12 @@ header_scheme = APIKeyHeader(
 
 
 async def require_api_key(
-    runtime: RuntimeDep,
+    dataplane: DataPlaneDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     header: Annotated[str | None, Depends(header_scheme)],
 ) -> None:
     """Let the request through when it carries TSC_API_KEY; else raise Unauthorized."""
-    expected = runtime.settings.api_key
+    expected = dataplane.settings.api_key
     assert expected is not None, "installed only when TSC_API_KEY is set"
     given = bearer.credentials if bearer is not None else header
     if given is None:

@@ -23,7 +23,7 @@ from service.errors import NotReady, QueueFull
 from service.metrics import Metrics
 
 R = TypeVar("R")
-Infer = Callable[[torch.Tensor, str, bool], Sequence[R]]  # images, engine, raster -> results
+RunBatch = Callable[[torch.Tensor, str, bool], Sequence[R]]  # images, engine, raster -> results
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,15 @@ class _Job(Generic[R]):
 class Batcher(Generic[R]):
     """Bounded queue of images for one model and lane, drained in batches of up to ``max_batch_size``.
 
-    A batch's images are grouped by engine (and raster) and each group is run by ``infer`` on ``executor``,
-    never on the event loop. At most ``max_queue_size`` images wait, at most ``client_queue_size`` of them
-    (default: all) from one client.
+    A batch's images are grouped by engine (and raster) and each group is run by ``run_batch`` on
+    ``executor``, never on the event loop. At most ``max_queue_size`` images wait, at most
+    ``client_queue_size`` of them (default: all) from one client.
     """
 
     def __init__(
         self,
         model: str,
-        infer: Infer[R],
+        run_batch: RunBatch[R],
         executor: Executor,
         metrics: Metrics,
         max_batch_size: int,
@@ -68,7 +68,7 @@ class Batcher(Generic[R]):
         client_queue_size: int | None = None,
     ) -> None:
         self.model, self.lane = model, lane
-        self._infer = infer
+        self._run_batch = run_batch
         self._executor = executor
         self._metrics = metrics
         self._max_batch_size = max_batch_size
@@ -123,10 +123,6 @@ class Batcher(Generic[R]):
         """Images in the queue now, not yet taken into a batch."""
         return len(self._pending)
 
-    def has_room(self, n: int, client: str = "") -> bool:
-        """Whether ``n`` more images from ``client`` fit in the queue now."""
-        return self._no_room(n, client) is None
-
     def ensure_room(self, n: int, client: str = "") -> None:
         """Raise QueueFull unless ``n`` more images from ``client`` fit in the queue now."""
         problem = self._no_room(n, client)
@@ -168,7 +164,7 @@ class Batcher(Generic[R]):
 
     def _observe_depth(self) -> None:
         """Publish the queue's depth."""
-        self._metrics.queue_depth.labels(self.model, self.lane).set(self.waiting)
+        self._metrics.observe_queue_depth(self.model, self.lane, self.waiting)
 
     async def _run(self) -> None:
         while True:
@@ -210,7 +206,7 @@ class Batcher(Generic[R]):
                 batch.append(job)
 
     def _stacked(self, images: list[torch.Tensor], engine: str, raster: bool) -> Sequence[R]:
-        return self._infer(torch.stack(images), engine, raster)
+        return self._run_batch(torch.stack(images), engine, raster)
 
     async def _run_group(self, jobs: list[_Job[R]], engine: str, raster: bool) -> None:
         jobs = [job for job in jobs if not job.future.done()]  # drop images whose requester went away
@@ -228,10 +224,8 @@ class Batcher(Generic[R]):
                     job.future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
-        self._metrics.inference_duration.labels(self.model, engine).observe(seconds)
-        self._metrics.batch_size.labels(self.model, engine).observe(len(jobs))
-        for job, result in zip(jobs, results, strict=True):
-            queued = started - job.enqueued
-            self._metrics.queue_duration.labels(self.model).observe(queued)
+        queued = [started - job.enqueued for job in jobs]
+        self._metrics.observe_batch(self.model, engine, seconds, queued)
+        for job, result, waited in zip(jobs, results, queued, strict=True):
             if not job.future.done():
-                job.future.set_result(Outcome(result, queued, seconds, len(jobs)))
+                job.future.set_result(Outcome(result, waited, seconds, len(jobs)))

@@ -1,23 +1,31 @@
-"""The use case behind every inference route: pick the model, run the engines, record what they cost.
+"""The use case behind every route: readiness, the models and their metadata, decoding, inference.
 
-Routers only translate HTTP (multipart uploads, Open Inference Protocol tensors, the page's requests)
-into a call of ``DataPlane.infer`` and its ``Inference`` back into a response body; batching, engine
-choice, the compared baselines and metrics live here once, keyed by engine name.
+Routers only translate a protocol (REST multipart, Open Inference Protocol JSON, the page's requests) into
+calls of ``DataPlane`` and its answers back into responses; everything else lives here once: the worker
+threads (one per engine lane: the reference simulations take seconds per image, so they never hold up a
+fast answer), the decoders and their large-image slots, which lane runs which engine, the compared
+baselines, and the per-image cost metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
-from converter.engines import BASELINES, ENGINES
-from converter.results import ImageResult
+from converter.snn import BASELINES, ENGINES, ImageResult, InputSpec, available_cores
 from service.batching import Outcome
-from service.errors import ModelNotFound
+from service.errors import ModelNotFound, NotReady, ServiceError
+from service.images import decode_pixels, is_large, open_image, release_memory
 from service.metrics import Metrics
 from service.registry import ModelStore, ServedModel
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,65 @@ class Inference:
         return all(b in self.outcomes for b in BASELINES)
 
 
-class DataPlane:
-    """Runs inference requests on the loaded models."""
+@dataclass(frozen=True)
+class Catalogue:
+    """What is served: the default model, every loaded one, the checkpoints that failed and why not ready."""
 
-    def __init__(self, store: ModelStore, metrics: Metrics) -> None:
-        self.store, self.metrics = store, metrics
+    default: str | None
+    models: dict[str, ServedModel]
+    failures: dict[str, str]
+    not_ready: str | None  # the full reason: paths and checkpoint errors included
+
+
+class DataPlane:
+    """Serves the models of TSC_MODEL_DIR: started and stopped by the app's lifespan, called by routers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = ModelStore(settings, self.metrics)
+        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._decoding: ThreadPoolExecutor | None = None
+        self._large_decodes = asyncio.Semaphore(settings.max_large_decodes)
+        self._large_pending = 0  # large decodes waiting or running
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the worker threads and load models in the background (so /livez answers meanwhile)."""
+        threads = self.settings.torch_threads
+        torch.set_num_threads(threads)
+        self._lanes = {
+            lane: ThreadPoolExecutor(1, f"tsc-{lane}", initializer=torch.set_num_threads, initargs=(threads,))
+            for lane in dict.fromkeys(e.lane for e in ENGINES.values())
+        }
+        self._decoding = ThreadPoolExecutor(available_cores(), "tsc-decode")
+        self._loading = asyncio.get_running_loop().create_task(self.store.load_all(self._lanes))
+        log.info("torch uses %d threads; loading models from %s", threads, self.settings.model_dir)
+
+    async def wait_loaded(self) -> None:
+        """Return once start-up loading has finished, whatever its outcome."""
+        assert self._loading is not None, "start() first"
+        await asyncio.shield(self._loading)
+
+    async def stop(self) -> None:
+        """Finish queued work, then release the threads (uvicorn has already let in-flight requests end)."""
+        await self.wait_loaded()
+        await self.store.close()
+        assert self._decoding is not None
+        for pool in (self._decoding, *self._lanes.values()):
+            pool.shutdown(wait=True)
+        log.info("stopped")
+
+    def catalogue(self) -> Catalogue:
+        """The loaded models, the default, the failed checkpoints and the full not-ready reason."""
+        store = self.store
+        return Catalogue(
+            store.default_name, dict(store.models), dict(store.failures), store.not_ready_reason(public=False)
+        )
+
+    def ready(self) -> ServedModel:
+        """The default model when every model is loaded; ``NotReady`` with the public reason otherwise."""
+        return self.store.get(None)
 
     def model(self, name: str | None, version: str | None = None) -> ServedModel:
         """The named model (of ``version`` when given), or the default; ``NotReady`` or ``ModelNotFound``."""
@@ -52,6 +114,34 @@ class DataPlane:
                 f"model {served.name!r} has no version {version!r}; it serves version {served.net.version!r}"
             )
         return served
+
+    async def decode(self, data: bytes, content_type: str | None, spec: InputSpec, name: str) -> torch.Tensor:
+        """Decode an encoded image for a model's input in a decoding thread; errors start with ``name``.
+
+        The header is read first; a large image then waits for one of TSC_MAX_LARGE_DECODES slots, so that
+        large decodes never take every decoding thread from small ones, and the last of a run of them hands
+        the memory they freed back to the operating system.
+        """
+        if self._decoding is None:
+            raise NotReady("the server is starting")
+        settings, loop = self.settings, asyncio.get_running_loop()
+        limits = (settings.max_image_pixels, settings.full_decode_pixels(spec.height, spec.width))
+        side = max(spec.height, spec.width)
+        try:
+            image = await loop.run_in_executor(self._decoding, open_image, data, content_type, side, *limits)
+            decode = (self._decoding, decode_pixels, image, spec.channels, spec.height, spec.width)
+            if not is_large(image):
+                return await loop.run_in_executor(*decode)
+            self._large_pending += 1
+            try:
+                async with self._large_decodes:
+                    return await loop.run_in_executor(*decode)
+            finally:
+                self._large_pending -= 1
+                if self._large_pending == 0:
+                    loop.run_in_executor(self._decoding, release_memory)  # after the answer, off the loop
+        except ServiceError as exc:
+            raise type(exc)(f"{name}: {exc.detail}") from exc
 
     async def infer(
         self,
@@ -64,10 +154,24 @@ class DataPlane:
     ) -> Inference:
         """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked.
 
-        ``client`` names the caller for the batcher's per-client share of the queue.
+        Every image runs on every engine or none: each engine's lane is checked for room before any is
+        queued. ``client`` names the caller for the batcher's per-client share of the queue.
         """
         engines = (engine, *BASELINES) if compare else (engine,)
-        outcomes = await served.submit(images, engines, raster=(engine,) if raster else (), client=client)
+        lanes: dict[str, list[str]] = {}
+        for name in engines:
+            lanes.setdefault(ENGINES[name].lane, []).append(name)
+        for lane, named in lanes.items():
+            served.batchers[lane].ensure_room(len(images) * len(named), client)
+        rastered = (engine,) if raster else ()
+        answers = await asyncio.gather(
+            *(served.batchers[lane].submit(images, named, rastered, client) for lane, named in lanes.items())
+        )
+        outcomes = {
+            name: runs
+            for named, per_engine in zip(lanes.values(), answers, strict=True)
+            for name, runs in zip(named, per_engine, strict=True)
+        }
         for name, runs in outcomes.items():
             if ENGINES[name].spikes:
                 for outcome in runs:

@@ -22,9 +22,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from converter.energy import snn_energy_pj
-from converter.network import SpikingNetwork
-from converter.results import ImageResult
+from converter.snn import ImageResult, SpikingNetwork
 
 disable_created_metrics()
 
@@ -40,7 +38,7 @@ def decades(first: int, last: int) -> tuple[float, ...]:
 
 SPIKES = decades(1, 9)  # the tiny test models: 1e4; ResNet-20 on CIFAR-10: 2e5; rate-coded and larger: more
 ADDITIONS = decades(2, 11)  # ResNet-20 on CIFAR-10: 3e7 an image; a VGG-16 on ImageNet: about 1e10
-ENERGY_PJ = ADDITIONS  # 0.9 pJ an addition (converter.energy), so the same range as the additions
+ENERGY_PJ = ADDITIONS  # 0.9 pJ an addition (converter.snn.energy), so the same range as the additions
 
 
 class Metrics:
@@ -57,30 +55,21 @@ class Metrics:
             ["method", "route", "status"],
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = self._histogram(
             "tsc_http_request_duration_seconds",
             "Time from request start to response end.",
-            ["method", "route"],
-            buckets=SECONDS,
-            registry=r,
+            ("method", "route"),
+            SECONDS,
         )
         self.in_flight = Gauge("tsc_http_requests_in_flight", "HTTP requests being handled.", registry=r)
-        self.queue_duration = Histogram(
-            "tsc_queue_duration_seconds",
-            "Time an image waits for its batch.",
-            ["model"],
-            buckets=SECONDS,
-            registry=r,
+        self.queue_duration = self._histogram(
+            "tsc_queue_duration_seconds", "Time an image waits for its batch.", ("model",), SECONDS
         )
-        self.inference_duration = Histogram(
-            "tsc_inference_duration_seconds",
-            "Engine time of one batch.",
-            ["model", "engine"],
-            buckets=SECONDS,
-            registry=r,
+        self.inference_duration = self._histogram(
+            "tsc_inference_duration_seconds", "Engine time of one batch.", ("model", "engine"), SECONDS
         )
-        self.batch_size = Histogram(
-            "tsc_batch_size", "Images per engine batch.", ["model", "engine"], buckets=BATCH_SIZES, registry=r
+        self.batch_size = self._histogram(
+            "tsc_batch_size", "Images per engine batch.", ("model", "engine"), BATCH_SIZES
         )
         self.queue_depth = Gauge(
             "tsc_queue_depth", "Images waiting for a batch, per lane.", ["model", "lane"], registry=r
@@ -91,7 +80,7 @@ class Metrics:
         )
         self.energy = self._per_image(
             "tsc_energy_per_image_picojoules",
-            "Energy estimate of one inference (converter.energy.snn_energy_pj).",
+            "Energy estimate of one inference (ImageResult.energy_pj).",
             ENERGY_PJ,
         )
         self.models_loaded = Gauge("tsc_models_loaded", "Models loaded and warmed up.", registry=r)
@@ -105,16 +94,32 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)  # registers itself on CPython only
 
+    def _histogram(
+        self, name: str, documentation: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> Histogram:
+        """A histogram in this registry."""
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+
     def _per_image(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
         """A cost histogram by model and engine, in this registry."""
-        return Histogram(name, documentation, ["model", "engine"], buckets=buckets, registry=self.registry)
+        return self._histogram(name, documentation, ("model", "engine"), buckets)
+
+    def observe_batch(self, model: str, engine: str, seconds: float, waits: list[float]) -> None:
+        """Record one engine batch: its engine time, its size, and how long each of its images queued."""
+        self.inference_duration.labels(model, engine).observe(seconds)
+        self.batch_size.labels(model, engine).observe(len(waits))
+        for waited in waits:
+            self.queue_duration.labels(model).observe(waited)
+
+    def observe_queue_depth(self, model: str, lane: str, waiting: int) -> None:
+        """Publish how many images wait in one model's lane."""
+        self.queue_depth.labels(model, lane).set(waiting)
 
     def observe_costs(self, model: str, engine: str, result: ImageResult) -> None:
         """Record one image's spikes, synaptic additions and energy estimate."""
         self.spikes.labels(model, engine).observe(result.spikes)
         self.synaptic_additions.labels(model, engine).observe(result.synaptic_additions)
-        energy = snn_energy_pj(result.synaptic_additions, result.neuron_updates)
-        self.energy.labels(model, engine).observe(energy)
+        self.energy.labels(model, engine).observe(result.energy_pj)
 
     def model_loaded(self, model: str, net: SpikingNetwork, loaded: int) -> None:
         """Publish a loaded model's info series (windows: T if uniform, else every layer's) and the count."""
@@ -128,11 +133,6 @@ class Metrics:
                 "precision": str(net.dtype).removeprefix("torch."),
             }
         )
-        self.models_loaded.set(loaded)
-
-    def model_unloaded(self, model: str, loaded: int) -> None:
-        """Remove an unloaded model's info series and update the count of loaded models."""
-        self.model_info.remove(model)
         self.models_loaded.set(loaded)
 
     def render(self) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from converter.engines import ENGINES, TSC_ENGINES
+from converter.snn import ENGINES, TSC_ENGINES
 
 BINARY = "the binary tensor data extension is not supported"
 # request bodies: what the schema does not allow is refused (no unknown keys, no "true" for true)

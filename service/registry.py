@@ -11,19 +11,16 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from converter import CheckpointError, SpikingNetwork, load
-from converter.engines import ENGINES
-from converter.results import ImageResult
-from service.batching import Batcher, Outcome
+from converter.snn import CheckpointError, ImageResult, SpikingNetwork, load
+from service.batching import Batcher
 from service.errors import ModelNotFound, NotReady
-from service.inference import run_batch, warm_up
+from service.execute import run_batch, warm_up
 from service.metrics import Metrics
 from service.settings import Settings, resolve_device
 
@@ -52,34 +49,12 @@ def discover(model_dir: Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded, warmed-up network and its batchers, one per lane."""
+    """A loaded, warmed-up network and its batchers, one per lane (``DataPlane.infer`` picks them)."""
 
     name: str
     path: Path
     net: SpikingNetwork
     batchers: dict[str, Batcher[ImageResult]]
-
-    async def submit(
-        self,
-        images: Sequence[torch.Tensor],
-        engines: Sequence[str],
-        raster: Collection[str] = (),
-        client: str = "",
-    ) -> dict[str, list[Outcome[ImageResult]]]:
-        """Run every image on every engine (all or none), rasters on ``raster``'s; the outcomes by engine."""
-        lanes: dict[str, list[str]] = {}
-        for engine in engines:
-            lanes.setdefault(ENGINES[engine].lane, []).append(engine)
-        for lane, named in lanes.items():  # check every lane before queueing on any
-            self.batchers[lane].ensure_room(len(images) * len(named), client)
-        answers = await asyncio.gather(
-            *(self.batchers[lane].submit(images, named, raster, client) for lane, named in lanes.items())
-        )
-        return {
-            e: out
-            for named, outs in zip(lanes.values(), answers, strict=True)
-            for e, out in zip(named, outs, strict=True)
-        }
 
     async def close(self) -> None:
         """Let every lane finish what it has queued."""
@@ -157,11 +132,11 @@ class ModelStore:
             log.exception("loading %s failed", path)
             self._fail(name, f"{type(exc).__name__}: {exc}")
             return
-        infer = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
+        runner = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
         batchers = {
             lane: Batcher(
                 name,
-                infer,
+                runner,
                 executor,
                 self.metrics,
                 max_batch_size=self.settings.max_batch_size,
@@ -181,32 +156,29 @@ class ModelStore:
         log.error("model %s not loaded: %s", name, reason)
         self.failures[name] = reason
 
-    def not_ready_reason(self) -> str | None:
-        """Why the store cannot serve yet, paths and checkpoint errors included (None when it can)."""
-        if self.stopping:
-            return "the server is shutting down"
-        if self.loading:
-            return f"loading models from {self.settings.model_dir}"
-        if self.failures and not self.models:
-            failures = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
-            return f"no model could be loaded from {self.settings.model_dir} ({failures})"
-        if not self.models:
-            return f"no checkpoint (<name>/manifest.json or <name>.safetensors) in {self.settings.model_dir}"
-        return None
+    def not_ready_reason(self, public: bool = True) -> str | None:
+        """Why the store cannot serve yet (None when it can).
 
-    def public_not_ready_reason(self) -> str | None:
-        """Why the store cannot serve yet in words fit for anyone: no path, file name or hash."""
+        The public form is fit for anyone (no path, file name or hash); the full one names the model
+        directory and every checkpoint error, for the log and ``GET /models``.
+        """
+        model_dir = self.settings.model_dir
         if self.stopping:
             return "the server is shutting down"
         if self.loading:
-            return "models are loading"
-        if not self.models:
+            return "models are loading" if public else f"loading models from {model_dir}"
+        if self.models:
+            return None
+        if public:
             return "no model could be loaded; the server log (and GET /models) say why"
-        return None
+        if self.failures:
+            failures = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
+            return f"no model could be loaded from {model_dir} ({failures})"
+        return f"no checkpoint (<name>/manifest.json or <name>.safetensors) in {model_dir}"
 
     def get(self, name: str | None) -> ServedModel:
         """The named model, or the default; raises NotReady or ModelNotFound."""
-        reason = self.public_not_ready_reason()
+        reason = self.not_ready_reason()
         if reason is not None:
             raise NotReady(reason)
         key = name or self.default_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from converter.energy import E_ADD_PJ, E_MAC_PJ, SOURCE, ann_energy_pj, snn_energy_pj
+from converter.snn import E_ADD_PJ, E_MAC_PJ, SOURCE
 from service.dataplane import Inference
 from service.registry import ServedModel
 from service.schemas import (
@@ -41,8 +41,7 @@ def classification(
     result = snn.result
     layers = [LayerSpikes.model_validate(layer, from_attributes=True) for layer in result.layers]
     neurons = sum(layer.neurons for layer in layers)
-    snn_pj = snn_energy_pj(result.synaptic_additions, result.neuron_updates)
-    ann_pj = ann_energy_pj(net.ann_macs)
+    snn_pj, ann_pj = result.energy_pj, result.ann_energy_pj
     predictions = top_k(result.probabilities, net.labels, top)
     return Classification(
         filename=filename,
@@ -90,7 +89,7 @@ def _comparison(inference: Inference, i: int, top: int, snn_top1: int) -> Compar
             predictions=ann_predictions,
             agrees=ann_predictions[0].index == snn_top1,
             macs=served.net.ann_macs,
-            energy_pj=ann_energy_pj(served.net.ann_macs),
+            energy_pj=ann.ann_energy_pj,
         ),
         rate=RateFigures(
             predictions=rate_predictions,
@@ -99,7 +98,7 @@ def _comparison(inference: Inference, i: int, top: int, snn_top1: int) -> Compar
             spikes=rate.spikes,
             synaptic_additions=rate.synaptic_additions,
             neuron_updates=rate.neuron_updates,
-            energy_pj=snn_energy_pj(rate.synaptic_additions, rate.neuron_updates),
+            energy_pj=rate.energy_pj,
         ),
     )
 

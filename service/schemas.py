@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
-from converter.engines import ENGINES, TSC_ENGINES
+from converter.snn import ENGINES, TSC_ENGINES
 from service.inference import RASTER_NEURONS_PER_LAYER
 from service.registry import MODEL_NAME_PATTERN
 

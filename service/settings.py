@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from converter.system import available_cores
+from converter.snn import available_cores
 
 if TYPE_CHECKING:
     import torch

@@ -21,10 +21,7 @@ from typing import Any
 
 import torch
 
-from converter import InputSpec
-from converter.energy import ann_energy_pj, snn_energy_pj
-from converter.engines import BASELINES, ENGINES
-from converter.results import ImageResult
+from converter.snn import BASELINES, ENGINES, ImageResult, InputSpec
 from service.dataplane import Inference
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.protocol import (
@@ -52,14 +49,6 @@ class Output:
     value: Callable[[ImageResult], Any]
 
 
-def _snn_energy(result: ImageResult) -> float:
-    return snn_energy_pj(result.synaptic_additions, result.neuron_updates)
-
-
-def _ann_energy(result: ImageResult) -> float:
-    return ann_energy_pj(result.ann_macs)
-
-
 def _outputs(engine: str | None) -> dict[str, Output]:
     spikes = engine is None or ENGINES[engine].spikes
     fields = {
@@ -68,10 +57,10 @@ def _outputs(engine: str | None) -> dict[str, Output]:
     }
     if spikes:
         fields |= {count: Output(engine, "INT64", False, attrgetter(count)) for count in COUNTS}
-        fields["energy_pj"] = Output(engine, "FP32", False, _snn_energy)
+        fields["energy_pj"] = Output(engine, "FP32", False, attrgetter("energy_pj"))
     else:
         fields["macs"] = Output(engine, "INT64", False, attrgetter("ann_macs"))
-        fields["energy_pj"] = Output(engine, "FP32", False, _ann_energy)
+        fields["energy_pj"] = Output(engine, "FP32", False, attrgetter("ann_energy_pj"))
     return {f"{engine}_{name}" if engine else name: output for name, output in fields.items()}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from benchmarks.results.catalogue import DEFAULT_MODEL, MEASUREMENTS, RESULTS
-from converter.system import available_cores
+from converter.snn.system import available_cores
 
 
 def measure(data: str, remeasure: bool, only: list[str] | None = None) -> None:
@@ -108,7 +108,7 @@ def cycles_phrase(lineage: list[dict[str, Any]]) -> str:
 def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> dict[str, Any]:
     """On/off spike times of sampled neurons per layer for the first correctly classified test image."""
     from converter import load
-    from converter.raster import raster
+    from converter.snn.raster import spike_raster
     from converter.training.datasets import open_dataset, to_float
 
     net = load(checkpoint)
@@ -121,12 +121,12 @@ def spike_raster(checkpoint: Path, data: str, neurons_per_layer: int = 64) -> di
     layers = [
         {
             "name": r.name,
-            "window": net.graph.by_name[r.name].window,
+            "stage": net.graph.by_name[r.name].stage,
             "start": r.start,
             "on": r.on,
             "off": r.off,
         }
-        for r in raster(net, res.durations, 0, neurons_per_layer)
+        for r in spike_raster(net, res.durations, 0, neurons_per_layer)
     ]
     return {
         "model": net.name,

@@ -13,11 +13,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from converter.calibrate import METHODS
 from converter.cli import CommandError
+from converter.conversion.calibrate import METHODS
+from converter.snn.windows import latency_target
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.trained import Trained, TrainedModelError, load_trained
-from converter.windows import latency_target
 
 
 def number(

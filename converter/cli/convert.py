@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from converter.calibrate import METHODS
 from converter.cli import CommandError
 from converter.cli.common import (
     add_conversion_args,
@@ -22,8 +21,9 @@ from converter.cli.common import (
     test_subset,
     window,
 )
+from converter.conversion.calibrate import METHODS
+from converter.conversion.pipeline import convert
 from converter.evaluate import evaluate
-from converter.pipeline import convert
 
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

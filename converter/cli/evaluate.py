@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-from converter.checkpoint import CheckpointError
 from converter.cli import CommandError
 from converter.cli.common import (
     add_conversion_args,
@@ -24,10 +23,11 @@ from converter.cli.common import (
     test_subset,
     window_list,
 )
-from converter.engines import ENGINES
+from converter.conversion.pipeline import convert
 from converter.evaluate import evaluate
-from converter.network import load
-from converter.pipeline import convert
+from converter.snn.checkpoint import CheckpointError
+from converter.snn.engines import ENGINES
+from converter.snn.network import load
 
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

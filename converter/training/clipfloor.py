@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor, fx, nn
 
-from converter.calibrate import Calibration, calibrate
-from converter.quantise import ClipFloor, InputQuant
-from converter.trace import is_relu, symbolic_trace, trace_model
-from converter.windows import uniform
+from converter.conversion.calibrate import Calibration, calibrate
+from converter.conversion.trace import is_relu, symbolic_trace, trace_model
+from converter.snn.quantise import ClipFloor, InputQuant
+from converter.snn.windows import uniform
 
 
 def clip_floor_model(

@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from converter.system import atomic_write, available_cores
+from converter.snn.system import atomic_write, available_cores
 from converter.training.datasets import ImageDataset, random_crop, random_flip, to_float
 
 SCHEDULES = ("cosine", "step", "constant")

@@ -49,14 +49,14 @@ class ReplicaHeader:
 
 
 def wait_for_models(app: FastAPI) -> None:
-    """Make ``app``'s lifespan start-up return only once its runtime has finished loading the models."""
+    """Make ``app``'s lifespan start-up return only once its data plane has finished loading the models."""
     started = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         """The app's own lifespan, whose start-up also waits for the models."""
         async with started(app) as state:
-            await app.state.runtime.wait_loaded()
+            await app.state.dataplane.wait_loaded()
             yield state
 
     app.router.lifespan_context = lifespan

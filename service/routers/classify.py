@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 
-from service.dataplane import Inference
+from service.dataplane import DataPlane, Inference
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.reports import classification
+from service.routers.deps import DataPlaneDep, client_id, decode_upload, safe_filename, while_connected
 from service.routers.responses import errors
-from service.runtime import Runtime, RuntimeDep, client_id, safe_filename, while_connected
 from service.schemas import BatchClassification, BatchForm, Classification, ClassifyForm, ClassifyOptions
 
 router = APIRouter(tags=["classify"])
@@ -30,7 +30,7 @@ def _options(query: ClassifyOptions, form: ClassifyOptions) -> ClassifyOptions:
 @router.post("/classify", responses=ERRORS)
 async def classify(
     request: Request,
-    runtime: RuntimeDep,
+    dataplane: DataPlaneDep,
     query: QueryOptions,
     form: Annotated[ClassifyForm, Form(media_type="multipart/form-data")],
 ) -> Classification:
@@ -38,34 +38,34 @@ async def classify(
     sent = len((await request.form()).getlist("file"))  # the parsed form, kept by the request
     if sent > 1:
         raise InvalidRequest(f"{sent} 'file' parts sent; send one (POST /classify/batch takes several)")
-    (result,) = await _classify(request, runtime, [form.file], _options(query, form))
+    (result,) = await _classify(request, dataplane, [form.file], _options(query, form))
     return result
 
 
 @router.post("/classify/batch", responses=ERRORS)
 async def classify_batch(
     request: Request,
-    runtime: RuntimeDep,
+    dataplane: DataPlaneDep,
     query: QueryOptions,
     form: Annotated[BatchForm, Form(media_type="multipart/form-data")],
 ) -> BatchClassification:
     """Classify several images in one request: one result each, in upload order (one bad file fails all)."""
-    if len(form.files) > runtime.settings.max_batch_files:
+    if len(form.files) > dataplane.settings.max_batch_files:
         raise PayloadTooLarge(
-            f"{len(form.files)} files sent; at most {runtime.settings.max_batch_files} per request"
+            f"{len(form.files)} files sent; at most {dataplane.settings.max_batch_files} per request"
         )
-    return BatchClassification(results=await _classify(request, runtime, form.files, _options(query, form)))
+    return BatchClassification(results=await _classify(request, dataplane, form.files, _options(query, form)))
 
 
 async def _classify(
-    request: Request, runtime: Runtime, files: list[UploadFile], options: ClassifyOptions
+    request: Request, dataplane: DataPlane, files: list[UploadFile], options: ClassifyOptions
 ) -> list[Classification]:
-    served = runtime.dataplane.model(options.model)
+    served = dataplane.model(options.model)
 
     async def answer() -> Inference:
-        images = await asyncio.gather(*(runtime.decode(file, served.net.input_spec) for file in files))
+        images = await asyncio.gather(*(decode_upload(dataplane, f, served.net.input_spec) for f in files))
         engine, compare, raster = options.engine, options.compare, options.raster
-        return await runtime.dataplane.infer(served, images, engine, compare, raster, client_id(request))
+        return await dataplane.infer(served, images, engine, compare, raster, client_id(request))
 
     inference = await while_connected(request, answer())
     server_ms = (time.perf_counter() - request.state.started) * 1000

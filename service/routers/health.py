@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.errors import NotReady
+from service.dataplane import DataPlane
 from service.protocol import V2Live, V2Ready, V2ServerMetadata
+from service.routers.deps import DataPlaneDep
 from service.routers.responses import errors
-from service.runtime import Runtime, RuntimeDep
 from service.schemas import Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
 
-def _ready(runtime: Runtime) -> Readiness:
-    reason = runtime.store.public_not_ready_reason()  # the full one is in the log and GET /models
-    if reason is not None:
-        raise NotReady(reason)
-    default = runtime.store.default_name
-    assert default is not None
-    return Readiness(default_model=default, models=list(runtime.store.models))
+def _ready(dataplane: DataPlane) -> Readiness:
+    default = dataplane.ready()  # NotReady: the public reason (the full one: the log and GET /models)
+    return Readiness(default_model=default.name, models=list(dataplane.catalogue().models))
 
 
 @router.get("/livez")
@@ -29,9 +25,9 @@ async def livez() -> Liveness:
 
 
 @router.get("/readyz", responses=errors(503))
-async def readyz(runtime: RuntimeDep) -> Readiness:
+async def readyz(dataplane: DataPlaneDep) -> Readiness:
     """200 once every model is loaded and warmed up; 503 with a generic reason before that and at shutdown."""
-    return _ready(runtime)
+    return _ready(dataplane)
 
 
 @router.get("/v2")
@@ -47,7 +43,7 @@ async def v2_live() -> V2Live:
 
 
 @router.get("/v2/health/ready", responses=errors(503, protocol=True))
-async def v2_ready(runtime: RuntimeDep) -> V2Ready:
+async def v2_ready(dataplane: DataPlaneDep) -> V2Ready:
     """Open Inference Protocol readiness (503 with the reason when not ready)."""
-    _ready(runtime)
+    _ready(dataplane)
     return V2Ready(ready=True)

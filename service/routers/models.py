@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path
 
 from service.registry import MODEL_NAME_PATTERN
 from service.reports import model_detail, model_summary
+from service.routers.deps import DataPlaneDep
 from service.routers.responses import errors
-from service.runtime import RuntimeDep
 from service.schemas import ModelDetail, ModelList
 
 router = APIRouter(tags=["models"])
@@ -17,18 +17,18 @@ ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="A name 
 
 
 @router.get("/models", responses=errors(401))
-async def list_models(runtime: RuntimeDep) -> ModelList:
+async def list_models(dataplane: DataPlaneDep) -> ModelList:
     """Every loaded model, the default one, and the checkpoints that failed to load."""
-    store = runtime.store
+    served = dataplane.catalogue()
     return ModelList(
-        default_model=store.default_name,
-        models=[model_summary(served, store.default_name) for served in store.models.values()],
-        failed=store.failures,
-        not_ready=store.not_ready_reason(),
+        default_model=served.default,
+        models=[model_summary(model, served.default) for model in served.models.values()],
+        failed=served.failures,
+        not_ready=served.not_ready,
     )
 
 
 @router.get("/models/{name}", responses=errors(401, 404, 422, 503))
-async def get_model(runtime: RuntimeDep, name: ModelName) -> ModelDetail:
+async def get_model(dataplane: DataPlaneDep, name: ModelName) -> ModelDetail:
     """One model: labels, T, input spec and its manifest (accuracy table, provenance, calibration)."""
-    return model_detail(runtime.store.get(name), runtime.store.default_name)
+    return model_detail(dataplane.model(name), dataplane.catalogue().default)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 
-from service.dataplane import Inference
+from service.dataplane import DataPlane, Inference
 from service.errors import InvalidRequest, UnsupportedMediaType
 from service.protocol import (
     BINARY,
@@ -24,9 +24,9 @@ from service.protocol import (
     V2ModelReady,
 )
 from service.registry import ServedModel
+from service.routers.deps import DataPlaneDep, client_id, while_connected
 from service.routers.models import ModelName
 from service.routers.responses import errors
-from service.runtime import Runtime, RuntimeDep, client_id, while_connected
 from service.tensors import encoded_images, metadata, output_tensors, pixels, requested_outputs
 
 Version = Annotated[str, Path(description="The model's version, as its metadata lists it.")]
@@ -57,54 +57,54 @@ router = APIRouter(tags=["open inference protocol"], route_class=ProtocolRoute, 
 
 
 @router.get("/v2/models/{name}", responses=MODEL_ERRORS, response_model_exclude_none=True)
-async def model_metadata(runtime: RuntimeDep, name: ModelName) -> V2ModelMetadata:
+async def model_metadata(dataplane: DataPlaneDep, name: ModelName) -> V2ModelMetadata:
     """Model metadata: the inputs (pixels or encoded images, send one) and every output tensor."""
-    return metadata(runtime.dataplane.model(name))
+    return metadata(dataplane.model(name))
 
 
 @router.get("/v2/models/{name}/versions/{version}", responses=MODEL_ERRORS, response_model_exclude_none=True)
-async def version_metadata(runtime: RuntimeDep, name: ModelName, version: Version) -> V2ModelMetadata:
+async def version_metadata(dataplane: DataPlaneDep, name: ModelName, version: Version) -> V2ModelMetadata:
     """Model metadata, when ``version`` is the loaded model's version (404 otherwise)."""
-    return metadata(runtime.dataplane.model(name, version))
+    return metadata(dataplane.model(name, version))
 
 
 @router.get("/v2/models/{name}/ready", responses=MODEL_ERRORS)
-async def model_ready(runtime: RuntimeDep, name: ModelName) -> V2ModelReady:
+async def model_ready(dataplane: DataPlaneDep, name: ModelName) -> V2ModelReady:
     """Model readiness: 200 once the model is loaded and warmed up."""
-    runtime.dataplane.model(name)
+    dataplane.model(name)
     return V2ModelReady(name=name, ready=True)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
-async def version_ready(runtime: RuntimeDep, name: ModelName, version: Version) -> V2ModelReady:
+async def version_ready(dataplane: DataPlaneDep, name: ModelName, version: Version) -> V2ModelReady:
     """Model readiness, when ``version`` is the loaded model's version (404 otherwise)."""
-    runtime.dataplane.model(name, version)
+    dataplane.model(name, version)
     return V2ModelReady(name=name, ready=True)
 
 
 @router.post("/v2/models/{name}/infer", responses=INFER_ERRORS, response_model_exclude_none=True)
 async def infer(
-    request: Request, runtime: RuntimeDep, name: ModelName, body: V2InferRequest
+    request: Request, dataplane: DataPlaneDep, name: ModelName, body: V2InferRequest
 ) -> V2InferResponse:
     """Classify pixels or encoded images: logits, probabilities and what the spiking run cost, per image."""
-    return await _infer(request, runtime, runtime.dataplane.model(name), body)
+    return await _infer(request, dataplane, dataplane.model(name), body)
 
 
 @router.post(
     "/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, response_model_exclude_none=True
 )
 async def infer_version(
-    request: Request, runtime: RuntimeDep, name: ModelName, version: Version, body: V2InferRequest
+    request: Request, dataplane: DataPlaneDep, name: ModelName, version: Version, body: V2InferRequest
 ) -> V2InferResponse:
     """Inference, when ``version`` is the loaded model's version (404 otherwise)."""
-    return await _infer(request, runtime, runtime.dataplane.model(name, version), body)
+    return await _infer(request, dataplane, dataplane.model(name, version), body)
 
 
 async def _infer(
-    request: Request, runtime: Runtime, served: ServedModel, body: V2InferRequest
+    request: Request, dataplane: DataPlane, served: ServedModel, body: V2InferRequest
 ) -> V2InferResponse:
     names = requested_outputs(body)
-    tensor, spec, most = body.inputs[0], served.net.input_spec, runtime.settings.max_batch_files
+    tensor, spec, most = body.inputs[0], served.net.input_spec, dataplane.settings.max_batch_files
     options = body.parameters
 
     async def answer() -> Inference:
@@ -112,12 +112,10 @@ async def _infer(
             images = pixels(tensor, spec, most)
         else:
             encoded = encoded_images(tensor, most)
-            decoding = (
-                runtime.decode_bytes(data, None, spec, f"image[{i}]") for i, data in enumerate(encoded)
-            )
+            decoding = (dataplane.decode(data, None, spec, f"image[{i}]") for i, data in enumerate(encoded))
             images = list(await asyncio.gather(*decoding))
         engine, compare = options.engine, options.compare
-        return await runtime.dataplane.infer(served, images, engine, compare, client=client_id(request))
+        return await dataplane.infer(served, images, engine, compare, client=client_id(request))
 
     inference = await while_connected(request, answer())
     return V2InferResponse(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from converter import convert
-from converter.windows import windows_on_longest_path
+from converter.snn.windows import windows_on_longest_path
 from tests.converter.nets import NetConfig, images, make_net
 
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from converter import convert
-from converter.fold import batchnorm_affine
-from converter.trace import Builder, Value, register_module
-from converter.trace.rules import MODULE_RULES
+from converter.conversion.trace import Builder, Value, register_module
+from converter.conversion.trace.rules import MODULE_RULES
+from converter.snn.fold import batchnorm_affine
 from tests.converter.nets import randomise_batchnorm
 from tests.converter.synapses import assert_exact_counts
 
@@ -197,7 +197,7 @@ def test_architecture_converts_exactly(name, fused_bn_rule):
 
 
 def test_activation_fused_batchnorm_is_refused_without_its_rule():
-    from converter.trace import ConversionError
+    from converter.conversion.trace import ConversionError
 
     with pytest.raises(ConversionError, match="BNReLU subclasses BatchNorm2d but overrides forward"):
         convert(randomise_batchnorm(FusedBN()), torch.rand(2, 3, 8, 8))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from converter import convert
-from converter.calibrate import Calibration
+from converter.conversion.calibrate import Calibration
 from tests.converter.nets import NetConfig, images, make_net
 
 

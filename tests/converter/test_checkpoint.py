@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from converter import CheckpointError, convert, load
-from converter.checkpoint import manifest_sha256
+from converter.snn.checkpoint import manifest_sha256
 from tests.converter.nets import NetConfig, images, make_net
 
 

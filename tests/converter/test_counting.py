@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from converter import convert
-from converter.counting import term_fanout
+from converter.snn.counting import term_fanout
 from tests.converter.nets import NetConfig, images, make_net
 from tests.converter.synapses import assert_exact_counts, brute_force_fanouts
 
@@ -152,7 +152,7 @@ def test_counts_are_distinct_synapses_through_overlapping_pools_and_parallel_ter
 
 
 def test_groups_too_large_to_probe_fall_back_to_path_counts_with_a_warning(monkeypatch):
-    import converter.counting as counting
+    import converter.snn.counting as counting
 
     monkeypatch.setattr(counting, "PROBE_BUDGET", 10)
     torch.manual_seed(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from converter import convert
-from converter.raster import raster
+from converter.snn.raster import spike_raster
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -14,7 +14,7 @@ def test_raster_reads_spike_steps_from_durations_and_windows():
     x = images(4, cfg.size, 3)
     net = convert(make_net(cfg, 3), x, T=6)
     result = net.run(x, "stepped", keep_durations=True)
-    layers = raster(net, result.durations, image=2, neurons_per_layer=5, seed=1)
+    layers = spike_raster(net, result.durations, image=2, neurons_per_layer=5, seed=1)
     assert [r.name for r in layers] == [
         p.name for p in net.graph.populations if p.kind in ("input", "neuron")
     ]
@@ -26,7 +26,7 @@ def test_raster_reads_spike_steps_from_durations_and_windows():
             assert on == (r.end - int(d[i]) if d[i] > 0 else None)
             assert on is None or r.start <= on < r.end
     assert any(on is not None for r in layers for on in r.on)
-    again = raster(
+    again = spike_raster(
         net, net.run(x, "fast", keep_durations=True).durations, image=2, neurons_per_layer=5, seed=1
     )
     assert again == layers  # the fast engine's durations give the same raster
@@ -38,4 +38,4 @@ def test_raster_size_is_bounded():
     net = convert(make_net(cfg), x, T=4)
     durations = net.run(x, keep_durations=True).durations
     with pytest.raises(ValueError, match="neurons_per_layer"):
-        raster(net, durations, neurons_per_layer=10_000)
+        spike_raster(net, durations, neurons_per_layer=10_000)

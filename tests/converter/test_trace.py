@@ -196,7 +196,7 @@ class Doubler(nn.Module):
 
 
 def test_self_check_refuses_a_rule_that_computes_something_else():
-    from converter.trace.rules import MODULE_RULES, register_module
+    from converter.conversion.trace.rules import MODULE_RULES, register_module
 
     register_module(Doubler)(lambda b, node, m: b.tensor(node))
     try:

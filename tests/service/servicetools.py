@@ -59,7 +59,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan in-process, wait for model loading, and yield a client talking to it."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_loaded()
+        await app.state.dataplane.wait_loaded()
         transport = httpx.ASGITransport(app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client

@@ -9,8 +9,8 @@ import pytest
 import torch
 from servicetools import LABELS, encode, picture
 
-from converter.energy import E_ADD_PJ, E_MAC_PJ
-from service.inference import RASTER_NEURONS_PER_LAYER
+from converter.snn.energy import E_ADD_PJ, E_MAC_PJ
+from service.execute import RASTER_NEURONS_PER_LAYER
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +72,7 @@ async def test_stepped_engine_gives_the_same_answer(client: httpx.AsyncClient, p
 
 
 async def test_models_are_served_in_float64_by_default(client: httpx.AsyncClient) -> None:
-    models = client._transport.app.state.runtime.store.models  # type: ignore[attr-defined]
+    models = client._transport.app.state.dataplane.store.models  # type: ignore[attr-defined]
     assert {served.net.dtype for served in models.values()} == {torch.float64}
 
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from service.batching import Batcher
+from service.dataplane import DataPlane
 from service.errors import NotReady, QueueFull
 from service.metrics import Metrics
 from service.registry import ServedModel
+from service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -200,9 +202,10 @@ async def test_a_full_lane_refuses_the_whole_request(engine: FakeEngine) -> None
             "reference": Batcher("m", engine, pool, Metrics(), 1, 0, 1, lane="reference"),
         }
         served = ServedModel("m", Path("m"), None, lanes)  # type: ignore[arg-type]
-        with pytest.raises(QueueFull, match="reference queue"):
-            await served.submit([image(0), image(1)], ["fast", "rate"])
-        assert lanes["interactive"].has_room(8)  # nothing was queued on the lane that had room
+        with pytest.raises(QueueFull, match="reference queue"):  # fast and ann fit, rate does not
+            await DataPlane(Settings()).infer(served, [image(0), image(1)], "fast", compare=True)
+        assert lanes["interactive"].waiting == 0  # nothing was queued on the lane that had room
+        lanes["interactive"].ensure_room(8)
         engine.gate.set()
         await served.close()
 
@@ -216,7 +219,9 @@ async def test_a_cancelled_request_leaves_the_queue_at_once(engine: FakeEngine) 
         await asyncio.sleep(0.05)  # running, held in the engine
         gone = asyncio.ensure_future(batcher.submit([image(i) for i in range(1, 5)], ["fast"]))
         await asyncio.sleep(0.01)
-        assert batcher.waiting == 4 and not batcher.has_room(1)
+        assert batcher.waiting == 4
+        with pytest.raises(QueueFull):
+            batcher.ensure_room(1)
         gone.cancel()
         await asyncio.sleep(0.01)
         assert batcher.waiting == 0  # its four images left the queue before the engine was free again
@@ -256,7 +261,7 @@ async def test_one_client_cannot_fill_the_queue(engine: FakeEngine) -> None:
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull, match="4 images of this client already wait"):
             await batcher.submit([image(5)], ["fast"], client="greedy")
-        assert batcher.has_room(4, client="polite")
+        batcher.ensure_room(4, client="polite")
         polite = asyncio.ensure_future(batcher.submit([image(6)], ["fast"], client="polite"))
         engine.gate.set()
         await asyncio.gather(running, waiting, polite)

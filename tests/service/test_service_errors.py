@@ -93,7 +93,7 @@ async def test_404_unknown_route_and_405_wrong_method(client: httpx.AsyncClient)
 async def test_500_engine_failure_is_json_without_a_trace(
     client: httpx.AsyncClient, png: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    models = client._transport.app.state.runtime.store.models  # type: ignore[attr-defined]
+    models = client._transport.app.state.dataplane.store.models  # type: ignore[attr-defined]
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")

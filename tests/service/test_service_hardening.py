@@ -28,8 +28,8 @@ from converter import InputSpec, load
 from service import images, registry
 from service.app import create_app
 from service.batching import Batcher
-from service.inference import run_batch
-from service.runtime import Runtime
+from service.dataplane import DataPlane
+from service.execute import run_batch
 from service.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -93,13 +93,13 @@ async def test_a_run_of_large_decodes_hands_its_memory_back_once(
         assert images.MALLOC_TRIM is not None
     trims: list[int] = []
     monkeypatch.setattr(images, "MALLOC_TRIM", trims.append)
-    runtime = Runtime(Settings(model_dir=tmp_path, max_large_decodes=1))
+    runtime = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
     await runtime.start()
     try:
-        await runtime.decode_bytes(flat_png(64, 64), None, SPEC, "small")
+        await runtime.decode(flat_png(64, 64), None, SPEC, "small")
         assert trims == []
         large = flat_png(1200, 1000)
-        await asyncio.gather(*(runtime.decode_bytes(large, None, SPEC, f"large-{i}") for i in range(3)))
+        await asyncio.gather(*(runtime.decode(large, None, SPEC, f"large-{i}") for i in range(3)))
         await eventually(lambda: trims == [0], "the memory was not handed back")
     finally:
         await runtime.stop()
@@ -124,13 +124,13 @@ async def test_large_decodes_take_turns_and_small_ones_pass_them(
             finished.append("large" if large else "small")
         return torch.zeros(channels, height, width)
 
-    monkeypatch.setattr("service.runtime.decode_pixels", slow_decode)
-    runtime = Runtime(Settings(model_dir=tmp_path, max_large_decodes=1))
+    monkeypatch.setattr("service.dataplane.decode_pixels", slow_decode)
+    runtime = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
     await runtime.start()
     try:
         large, small = flat_png(1200, 1000), flat_png(64, 64)
-        decodes = [runtime.decode_bytes(large, None, SPEC, f"large-{i}") for i in range(3)]
-        await asyncio.gather(*decodes, runtime.decode_bytes(small, None, SPEC, "small"))
+        decodes = [runtime.decode(large, None, SPEC, f"large-{i}") for i in range(3)]
+        await asyncio.gather(*decodes, runtime.decode(small, None, SPEC, "small"))
     finally:
         await runtime.stop()
     assert most == 1  # one large decode at a time
@@ -160,7 +160,7 @@ async def app_serving(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running and its models loaded."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_loaded()
+        await app.state.dataplane.wait_loaded()
         yield app
 
 
@@ -172,7 +172,7 @@ def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
 
 def lane(app: FastAPI) -> Batcher:
     """The interactive batcher of the model ``tiny``."""
-    return app.state.runtime.store.models["tiny"].batchers["interactive"]
+    return app.state.dataplane.store.models["tiny"].batchers["interactive"]
 
 
 async def test_a_client_that_disconnects_takes_its_images_off_the_queue(

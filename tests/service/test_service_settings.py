@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from converter.system import available_cores
+from converter.snn.system import available_cores
 from service.settings import REPO_ROOT, Settings, default_concurrency_limit
 
 

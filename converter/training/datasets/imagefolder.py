@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from converter.system import atomic_write, available_cores
+from converter.snn.system import atomic_write, available_cores
 from converter.training.datasets.base import DatasetError, ImageDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from converter import convert
-from converter.quantise import ClipFloor, InputQuant
+from converter.snn.quantise import ClipFloor, InputQuant
 from converter.training.clipfloor import clip_floor_model
 from tests.converter.nets import NetConfig, images, make_net
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from converter.cli import main
-from converter.system import available_cores
+from converter.snn.system import available_cores
 from converter.training import train as train_module
 from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import Normalize

@@ -1,0 +1,200 @@
+"""The state of one conversion: the values fx nodes take, and the populations created so far.
+
+A value is a population's spikes (``Pop``), an affine function of populations (``Affine``, a
+pre-activation), a max-pool awaiting its ReLU (``PendingMax``), or a constant. Rules
+(``trace.rules``) turn their inputs into values through the ``Builder``; a ReLU of an affine
+value creates a neuron population.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, fx
+
+from converter.snn.fold import append_affine
+from converter.snn.graph import Population, Quantised, Term
+from converter.snn.ops import ChannelAffine, MaxPool, Op
+
+
+class ConversionError(ValueError):
+    """The model contains something TSC cannot represent; the message names the node and why."""
+
+
+@dataclass
+class Pop:
+    """The (non-negative) activations of a population."""
+
+    name: str
+
+
+@dataclass
+class Affine:
+    """A sum of affine paths from populations: a pre-activation."""
+
+    terms: list[Term]
+
+
+@dataclass
+class PendingMax:
+    """Max pooling applied to a pre-activation; becomes neuron layer + switch at the following ReLU."""
+
+    value: Affine
+    shape: tuple[int, ...]
+    pool: MaxPool
+    origin: str
+
+
+@dataclass
+class Const:
+    """A constant: a tensor attribute of the model or a Python number."""
+
+    value: Any
+
+
+Value = Pop | Affine | PendingMax | Const | Any  # Any: plain Python values such as sizes
+
+
+class Builder:
+    """State of one conversion: fx values, the populations created so far, trained thresholds."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        """An empty conversion of the traced module ``gm``."""
+        self.gm = gm
+        self.values: dict[fx.Node, Value] = {}
+        self.populations: list[Population] = []
+        self.fixed_lams: dict[str, Tensor] = {}
+        self.modules = dict(gm.named_modules())
+
+    def fail(self, node: fx.Node, why: str) -> ConversionError:
+        """An error naming the node, its op and module path."""
+        where = (
+            f"module '{node.target}' ({type(self.modules[node.target]).__name__})"
+            if (node.op == "call_module")
+            else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+        )
+        stack = node.meta.get("nn_module_stack")
+        path = f", inside {list(stack)[-1]}" if stack else ""
+        return ConversionError(f"cannot convert node '{node.name}' ({where}{path}): {why}")
+
+    def arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
+        """Positional-or-keyword argument ``i``/``name`` of a call, resolved to a value when it is a node."""
+        a = node.args[i] if i < len(node.args) else node.kwargs.get(name, default)
+        return self.resolve(a)
+
+    def resolve(self, a: Any) -> Any:
+        """Values for nodes (recursively in tuples/lists), plain Python otherwise."""
+        if isinstance(a, fx.Node):
+            return self.values[a]
+        if isinstance(a, (tuple, list)):
+            return type(a)(self.resolve(x) for x in a)
+        return a
+
+    def shape(self, node: fx.Node) -> tuple[int, ...]:
+        """Per-image output shape of a node (from shape propagation)."""
+        return tuple(node.meta["tensor_meta"].shape[1:])
+
+    def keeps_batch(self, node: fx.Node) -> bool:
+        """Whether a node's output keeps the batch (of two images, in shape propagation) in dimension 0."""
+        return node.meta["tensor_meta"].shape[0] == 2
+
+    def tensor(self, node: fx.Node, i: int = 0, name: str = "input") -> Pop | Affine | PendingMax:
+        """The tensor operand of a call; refuses constants and shapes."""
+        v = self.arg(node, i, name)
+        if not isinstance(v, (Pop, Affine, PendingMax)):
+            raise self.fail(node, f"operand {i} is not an activation tensor")
+        return v
+
+    def affine(self, node: fx.Node, v: Value) -> Affine:
+        """View a value as an affine function of populations."""
+        if isinstance(v, Pop):
+            return Affine([Term(v.name, [])])
+        if isinstance(v, Affine):
+            return v
+        if isinstance(v, PendingMax):
+            raise self.fail(node, "max pooling must be followed by a ReLU before any other operation")
+        raise self.fail(node, "operand is not an activation tensor")
+
+    def apply(self, node: fx.Node, v: Value, op: Op) -> Affine:
+        """Append an op to every term of a value; its offset is kept on the first term only."""
+        terms = self.affine(node, v).terms
+        return Affine(
+            [Term(t.source, [*t.ops, op if i == 0 else op.without_bias()]) for i, t in enumerate(terms)]
+        )
+
+    def channel_affine(self, node: fx.Node, v: Value, affine: ChannelAffine) -> Affine:
+        """Apply a per-channel affine map, folding it into the last conv/linear of each term."""
+        terms = self.affine(node, v).terms
+        return Affine(
+            [
+                Term(t.source, append_affine(t.ops, affine if i == 0 else affine.without_bias()))
+                for i, t in enumerate(terms)
+            ]
+        )
+
+    def add_population(self, pop: Population) -> Pop:
+        """Register a new population and return its activations."""
+        self.populations.append(pop)
+        return Pop(pop.name)
+
+    def neuron(
+        self,
+        node: fx.Node,
+        v: Value,
+        lam: Tensor | None = None,
+        quantised: Quantised | None = None,
+        clip: float | None = None,
+    ) -> Pop:
+        """A ReLU: a neuron population integrating ``v`` (or ``v`` itself when already non-negative).
+
+        ``lam`` and ``quantised`` come from a trained clip-floor activation; ``clip`` is the upper bound
+        of a clipped ReLU (ReLU6, ``clamp(0, c)``), which caps the layer's threshold.
+        """
+        if isinstance(v, Pop) and clip is None:
+            return v
+        origin = str(node.target) if node.op == "call_module" else node.name
+        if isinstance(v, PendingMax):
+            inner = self.add_population(
+                Population(
+                    f"{node.name}_pre",
+                    "neuron",
+                    v.shape,
+                    v.value.terms,
+                    origin=origin,
+                    quantised=quantised,
+                    clip=clip,
+                )
+            )
+            if lam is not None:
+                self.fixed_lams[inner.name] = lam
+            return self.add_population(
+                Population(
+                    node.name, "switch", self.shape(node), source=inner.name, pool=v.pool, origin=v.origin
+                )
+            )
+        pop = self.add_population(
+            Population(
+                node.name,
+                "neuron",
+                self.shape(node),
+                self.affine(node, v).terms,
+                origin=origin,
+                quantised=quantised,
+                clip=clip,
+            )
+        )
+        if lam is not None:
+            self.fixed_lams[pop.name] = lam
+        return pop
+
+    def max_pool(self, node: fx.Node, v: Value, pool: MaxPool) -> Value:
+        """Max pooling: a switch over a population, or pending until the following ReLU."""
+        origin = str(node.target) if node.op == "call_module" else node.name
+        if isinstance(v, Pop):
+            return self.add_population(
+                Population(node.name, "switch", self.shape(node), source=v.name, pool=pool, origin=origin)
+            )
+        if isinstance(v, Affine):
+            return PendingMax(v, self.shape(node.args[0]), pool, origin)
+        raise self.fail(node, "max pooling of something that is not an activation tensor")

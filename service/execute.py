@@ -1,0 +1,34 @@
+"""One batch on one engine in a worker thread: one ``ImageResult`` per image, with its raster when asked."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from converter.snn import ImageResult, SpikingNetwork, spike_raster
+
+RASTER_NEURONS_PER_LAYER = 32  # the raster's bound: neurons sampled from the input and from each neuron layer
+
+
+def run_batch(
+    net: SpikingNetwork, images: torch.Tensor, engine: str, raster: bool, rate_steps: int
+) -> list[ImageResult]:
+    """Each image's answer and counts from one engine run on a batch, and its raster when asked (off-loop)."""
+    with torch.inference_mode():
+        run = net.run(images, engine=engine, rate_steps=rate_steps, keep_durations=raster)
+        results = run.images()
+        if not raster:
+            return results
+        if run.durations is None:
+            raise ValueError(f"engine {engine!r} has no durations to draw a spike raster from")
+        return [
+            replace(result, raster=spike_raster(net, run.durations, i, RASTER_NEURONS_PER_LAYER))
+            for i, result in enumerate(results)
+        ]
+
+
+def warm_up(net: SpikingNetwork) -> None:
+    """Run one dummy image through the fast engine so the first request does not pay for lazy set-up."""
+    spec = net.input_spec
+    run_batch(net, torch.zeros(1, spec.channels, spec.height, spec.width), "fast", False, rate_steps=1)
