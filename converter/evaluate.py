@@ -52,6 +52,7 @@ class _Tally:
         res = self.last
         assert res is not None
         out = {
+            "engine": res.engine,
             "images": self.n,
             "accuracy": self.correct / max(1, self.n),
             "timesteps": res.timesteps,
@@ -88,9 +89,15 @@ def evaluate(
     rate_images: int | None = None,
     rate_v0: tuple[float, ...] = (0.0,),
     batch_size: int = 250,
+    precision: str = "float64",
 ) -> dict:
-    """Evaluate ``net`` on uint8 ``images`` [N, C, H, W]; rate coding on the first ``rate_images`` only."""
+    """Evaluate ``net`` computing in ``precision`` on uint8 ``images`` [N, C, H, W].
+
+    Rate coding runs on the first ``rate_images`` only.
+    """
+    net = net.to(getattr(torch, precision))
     report: dict = {
+        "precision": precision,
         "T": net.T,
         "uniform": net.uniform,
         "windows": net.windows,

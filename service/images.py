@@ -171,9 +171,19 @@ def _to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("RGB" if channels == 3 else "L")
 
 
+def crop_box(size: tuple[int, int], width: int, height: int) -> tuple[float, float, float, float]:
+    """The centred box of ``width:height`` aspect that fills an image of ``size``, always inside it.
+
+    ``width / scale`` can round a hair past the image's side, and Pillow refuses a box with a negative
+    offset or beyond the image: every edge is clamped to the image.
+    """
+    image_w, image_h = size
+    scale = max(width / image_w, height / image_h)
+    crop_w, crop_h = min(image_w, width / scale), min(image_h, height / scale)
+    left, top = max(0.0, (image_w - crop_w) / 2), max(0.0, (image_h - crop_h) / 2)
+    return left, top, min(float(image_w), left + crop_w), min(float(image_h), top + crop_h)
+
+
 def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    scale = max(width / image.width, height / image.height)
-    crop_w, crop_h = width / scale, height / scale
-    left, top = (image.width - crop_w) / 2, (image.height - crop_h) / 2
-    box = (left, top, left + crop_w, top + crop_h)
+    box = crop_box(image.size, width, height)
     return image.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=REDUCING_GAP)

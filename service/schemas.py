@@ -8,7 +8,7 @@ from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
 from converter.snn import ENGINES, TSC_ENGINES
-from service.inference import RASTER_NEURONS_PER_LAYER
+from service.execute import RASTER_NEURONS_PER_LAYER
 from service.registry import MODEL_NAME_PATTERN
 
 

@@ -25,8 +25,8 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
 
-def _edges(name: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules ``name`` imports: ``from P import N`` names P.N when that is a module, else P."""
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """What ``name`` imports: ``from P import N`` names P.N when that is a project module, else P."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -39,7 +39,12 @@ def _edges(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
-    return {m for m in found if m in known and m != name}
+    return found
+
+
+def _edges(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules ``name`` imports."""
+    return {m for m in _imports(name, path, known) if m in known and m != name}
 
 
 def _graph() -> dict[str, set[str]]:
@@ -87,6 +92,18 @@ def test_the_checker_sees_a_circle_through_a_lazy_import() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(graph) == [["a", "b", "c"]]
     assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_project_import_names_a_module_that_exists() -> None:
+    modules = _modules()
+    known = set(modules)
+    missing = {
+        (name, imported)
+        for name, path in modules.items()
+        for imported in _imports(name, path, known)
+        if imported.split(".")[0] in PACKAGES and imported not in known
+    }
+    assert missing == set()
 
 
 def test_no_import_circle() -> None:

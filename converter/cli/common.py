@@ -15,9 +15,12 @@ from torch import Tensor, nn
 
 from converter.cli import CommandError
 from converter.conversion.calibrate import METHODS
+from converter.snn.network import SpikingNetwork
 from converter.snn.windows import latency_target
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.trained import Trained, TrainedModelError, load_trained
+
+PRECISIONS = ("float64", "float32")  # the engines' arithmetic the CLI measures in
 
 
 def number(
@@ -179,9 +182,29 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
         help="initial membrane potentials of the rate baseline, e.g. 0,0.5 (0.5: QCFS's theta/2)",
     )
     p.add_argument("--rate-images", type=int, default=200, help="test images for rate coding (class-mixed)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float64",
+        help="the engines' arithmetic (float64: the spec's levels, what the service serves by default)",
+    )
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+
+
+def accuracy_record(net: SpikingNetwork, report: dict, data: str) -> dict:
+    """The manifest's ``accuracy``: what ``report`` measured, on which images, engine and precision."""
+    return {
+        "dataset": data,
+        "split": "test",
+        "images": int(report["tsc"]["images"]),
+        "engine": report["tsc"]["engine"],
+        "precision": report["precision"],
+        "ann": report["ann"]["accuracy"],
+        "tsc": {str(net.T) if net.uniform else "windows": report["tsc"]["accuracy"]},
+        "rate": {rate_key(r): r["accuracy"] for r in report.get("rate", [])},
+    }
 
 
 def load_source(args: argparse.Namespace) -> Trained:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from converter.cli import CommandError
 from converter.cli.common import (
+    accuracy_record,
     add_conversion_args,
     add_data_args,
     add_report_args,
@@ -16,7 +17,6 @@ from converter.cli.common import (
     load_source,
     load_split,
     needs_holdout,
-    rate_key,
     table,
     test_subset,
     window,
@@ -99,16 +99,10 @@ def run_convert(args: argparse.Namespace) -> int:
                 rate_images=args.rate_images,
                 rate_v0=tuple(args.rate_v0),
                 batch_size=args.batch_size,
+                precision=args.precision,
             )
         )
-        net.accuracy = {
-            "dataset": args.data,
-            "split": "test",
-            "images": int(ys.numel()),
-            "ann": report["ann"]["accuracy"],
-            "tsc": {str(net.T) if net.uniform else "windows": report["tsc"]["accuracy"]},
-            "rate": {rate_key(r): r["accuracy"] for r in report.get("rate", [])},
-        }
+        net.accuracy = accuracy_record(net, report, args.data)
     manifest = net.save(args.out)
     report["weights_sha256"] = manifest["weights_sha256"]
     emit(args, report, (table(report) + "\n\n" if "tsc" in report else "") + f"wrote {args.out}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from converter.cli import CommandError
 from converter.cli.common import (
+    accuracy_record,
     add_conversion_args,
     add_data_args,
     add_report_args,
@@ -37,6 +38,11 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     add_data_args(p)
     p.add_argument("--engine", choices=[n for n, e in ENGINES.items() if e.spikes], default="fast")
     add_report_args(p)
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write what was measured into the checkpoint's manifest as its accuracy (weights untouched)",
+    )
     p.set_defaults(func=run_evaluate)
     return p
 
@@ -65,9 +71,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             rate_images=args.rate_images,
             rate_v0=tuple(args.rate_v0),
             batch_size=args.batch_size,
+            precision=args.precision,
         )
     )
-    emit(args, report, table(report))
+    if args.record:
+        net.accuracy = accuracy_record(net, report, args.data)
+        net.save(args.checkpoint)
+    emit(args, report, table(report) + (f"\nrecorded in {args.checkpoint}" if args.record else ""))
     return 0
 
 
@@ -132,6 +142,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 rate_images=args.rate_images,
                 rate_v0=tuple(args.rate_v0),
                 batch_size=args.batch_size,
+                precision=args.precision,
             )
             if first:
                 report["ann"], report["rate"] = r.pop("ann"), r.pop("rate", [])

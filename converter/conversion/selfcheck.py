@@ -42,13 +42,19 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def _differs(ours: Tensor, theirs: Tensor) -> float | None:
-    """The largest relative difference if it exceeds the tolerance, else None."""
+def _differs(ours: Tensor, theirs: Tensor) -> str | None:
+    """How the graph's output differs from the model's (shape, non-finite values, a relative difference
+    over the tolerance), or None when it does not. NaN compares false with everything, so it is looked for
+    first: a model that computes NaN must not pass the check for computing it twice."""
     if ours.shape != theirs.shape:
-        return float("inf")
+        return f"a {tuple(ours.shape[1:])} output instead of {tuple(theirs.shape[1:])}"
+    if not (bool(torch.isfinite(ours).all()) and bool(torch.isfinite(theirs).all())):
+        return "non-finite values (NaN or infinity): a weight, bias or statistic before it is not finite"
     scale = theirs.abs().max().item()
     err = (ours - theirs).abs().max().item()
-    return err / max(scale, ATOL) if err > ATOL + RTOL * scale else None
+    if err <= ATOL + RTOL * scale:
+        return None
+    return f"a relative difference of {err / max(scale, ATOL):.3g} from the model on the calibration images"
 
 
 def self_check(model: nn.Module, images: Tensor) -> None:
@@ -62,17 +68,18 @@ def self_check(model: nn.Module, images: Tensor) -> None:
         layers: dict[str, Tensor] = {}
         logits = ann.forward(graph, x, on_neuron=layers.__setitem__, lams=fixed)
     for name, ours in layers.items():
-        if name in recorder.outputs and (err := _differs(ours, recorder.outputs[name])) is not None:
-            raise ConversionError(_message(graph, name, err))
-    if (err := _differs(logits, expected)) is not None:
-        raise ConversionError(_message(graph, "output", err))
+        if name in recorder.outputs and (what := _differs(ours, recorder.outputs[name])) is not None:
+            raise ConversionError(_message(graph, name, what))
+    if (what := _differs(logits, expected)) is not None:
+        raise ConversionError(_message(graph, "output", what))
 
 
-def _message(graph: Graph, name: str, err: float) -> str:
-    """What failed, where, by how much."""
+def _message(graph: Graph, name: str, what: str) -> str:
+    """What failed, where, and how."""
     origin = graph.by_name[name].origin
+    if what.startswith("non-finite"):
+        return f"conversion self-check failed: layer {name!r} (from {origin}) computes {what}"
     return (
-        f"conversion self-check failed: layer {name!r} (from {origin}) computes something other than the "
-        f"model (relative difference {err:.3g} on the calibration images); a module or function in it is "
-        "not what its conversion rule assumes"
+        f"conversion self-check failed: layer {name!r} (from {origin}) computes {what}; a module or "
+        "function in it is not what its conversion rule assumes"
     )

@@ -3,10 +3,14 @@
 A neuron with threshold ``lam`` and window ``T`` turns a drive ``z`` into a duration, and the duration
 stands for a value:
 
-    d = clip(floor(T * z / lam + s), 0, T)          (durations; s is the shift, 0.5 by default)
+    d = clip(floor(T * z / lam + s + eps), 0, T)    (durations; s is the shift, 0.5 by default)
     q = lam * d / T                                  (dequantised)
 
-Pixels are coded the same way with ``lam = 1``. ``ClipFloor`` and ``InputQuant`` are the ANN modules
+``eps`` (``LEVEL_EPS``, 1e-9 of a level) is part of the model's definition, the same in every precision
+(docs/tsc-spec.md, section 2): a value lying exactly on a level reaches it whatever order the arithmetic
+ran in. In float32 it is below the rounding of values near a level, so float32 arithmetic can land on the
+other side of a boundary than float64; float64 computes the definition. Pixels are coded the same way
+with ``lam = 1``. ``ClipFloor`` and ``InputQuant`` are the ANN modules
 that compute ``q`` during training (clip-floor training, spec section 9); the converter reads their
 ``lam``, ``T`` and ``s`` so the spiking network computes exactly what the trained network computes.
 They decide levels in float32 even under autocast, as the float32 engines decide them: in bf16 (8-bit
@@ -19,15 +23,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+LEVEL_EPS = 1e-9  # of one level: a value this close below a level boundary reaches it (spec section 2)
+
 
 def lam_view(lam: Tensor, ndim: int) -> Tensor:
     """Broadcast a scalar or per-channel threshold over a batch of ``ndim`` dimensions."""
     return lam if lam.dim() == 0 else lam.view(1, -1, *([1] * (ndim - 2)))
-
-
-def level_tolerance(dtype: torch.dtype) -> float:
-    """How far below a level boundary a value may fall from rounding alone and still reach it."""
-    return 1e-9 if dtype == torch.float64 else 1e-4
 
 
 def level_floor(v: Tensor) -> Tensor:
@@ -36,7 +37,7 @@ def level_floor(v: Tensor) -> Tensor:
     A value that equals an integer in exact arithmetic can land a few ulps below it after folding or
     summing in another order; every engine and the clip-floor ANN floor through here so they agree.
     """
-    return torch.floor(v + level_tolerance(v.dtype))
+    return torch.floor(v + LEVEL_EPS)
 
 
 def levels(z: Tensor, gain: Tensor | float, T: int, shift: float) -> Tensor:

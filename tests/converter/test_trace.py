@@ -378,3 +378,16 @@ def test_error_aware_thresholds_respect_the_clip():
         model.conv.weight.mul_(20)  # activations well above 6
     net = convert(model, torch.rand(8, 3, 8, 8), T=8, method="error-aware")
     assert float(net.lam(net.graph.neurons[0].name).max()) <= 6.0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_self_check_names_the_first_layer_that_computes_non_finite_values(value: float):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)
+    )
+    with torch.no_grad():
+        model[2].weight[1, 0, 0, 0] = value
+    with pytest.raises(
+        ConversionError, match=r"self-check failed: layer '_3' \(from 3\) computes non-finite"
+    ):
+        convert(model.eval(), torch.rand(4, 3, 8, 8))

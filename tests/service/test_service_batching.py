@@ -21,6 +21,13 @@ from service.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
+class Answer(tuple):
+    """(engine, pixel value), with the zero costs the data plane records for a spiking engine's answer."""
+
+    spikes = synaptic_additions = 0
+    energy_pj = 0.0
+
+
 class FakeEngine:
     """Returns (engine, pixel value) per image and records every batch; can be held to build up a queue."""
 
@@ -36,7 +43,7 @@ class FakeEngine:
         self.batches.append((engine, len(images)))
         if engine == "broken":
             raise RuntimeError("engine failure")
-        return [(engine, float(image[0, 0, 0])) for image in images]
+        return [Answer((engine, float(image[0, 0, 0]))) for image in images]
 
 
 @pytest.fixture
@@ -170,7 +177,7 @@ class SlowReference(FakeEngine):
         if engine in ("stepped", "rate"):
             self.gate.wait(5)
         self.batches.append((engine, len(images)))
-        return [(engine, float(image[0, 0, 0])) for image in images]
+        return [Answer((engine, float(image[0, 0, 0]))) for image in images]
 
 
 async def test_reference_engines_never_hold_up_interactive_answers() -> None:
@@ -182,12 +189,13 @@ async def test_reference_engines_never_hold_up_interactive_answers() -> None:
             "reference": Batcher("m", engine, slow_pool, Metrics(), 8, 0.05, 64, lane="reference"),
         }
         served = ServedModel("m", Path("m"), None, lanes)  # type: ignore[arg-type]
-        compared = asyncio.ensure_future(served.submit([image(1)], ["fast", "ann", "rate"]))
+        dataplane = DataPlane(Settings())
+        compared = asyncio.ensure_future(dataplane.infer(served, [image(1)], "fast", compare=True))
         await asyncio.sleep(0.1)  # the rate run is now holding the reference worker
-        (quick,) = (await asyncio.wait_for(served.submit([image(2)], ["fast"]), 2))["fast"]
+        quick = (await asyncio.wait_for(dataplane.infer(served, [image(2)], "fast", False), 2)).of("fast", 0)
         assert quick.result == ("fast", 2.0) and not compared.done()
         engine.gate.set()
-        by_engine = await compared
+        by_engine = (await compared).outcomes
         assert {e: runs[0].result for e, runs in by_engine.items()} == {
             e: (e, 1.0) for e in ("fast", "ann", "rate")
         }
@@ -265,5 +273,5 @@ async def test_one_client_cannot_fill_the_queue(engine: FakeEngine) -> None:
         polite = asyncio.ensure_future(batcher.submit([image(6)], ["fast"], client="polite"))
         engine.gate.set()
         await asyncio.gather(running, waiting, polite)
-        assert batcher.has_room(4, client="greedy")  # answered, its share is free again
+        batcher.ensure_room(4, client="greedy")  # answered, its share is free again
         await batcher.close()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import random
 import re
 import struct
 import zlib
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from servicetools import encode, picture
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from service.images import decode_image, sniff_format
+from service.images import crop_box, decode_image, sniff_format
 
 LIMIT = 40_000_000
 
@@ -165,3 +168,33 @@ def test_tiff_bytes_are_not_decoded_even_when_declared_as_png() -> None:
 )
 def test_sniffing_names_the_format(fmt: str, name: str) -> None:
     assert sniff_format(encode(picture("RGB"), fmt)) == name
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(1, 8192),
+    st.integers(1, 8192),
+    st.sampled_from([(32, 32), (224, 224), (32, 48), (299, 299), (1, 1), (3, 500)]),
+)
+def test_the_crop_box_lies_inside_every_image(image_w: int, image_h: int, model: tuple[int, int]) -> None:
+    width, height = model
+    left, top, right, bottom = crop_box((image_w, image_h), width, height)
+    assert 0 <= left < right <= image_w and 0 <= top < bottom <= image_h
+    # the box keeps the model's aspect ratio up to a pixel of rounding, and fills one side of the image
+    assert right - left == pytest.approx(image_w, abs=1e-6) or bottom - top == pytest.approx(
+        image_h, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF"])
+def test_every_size_decodes(fmt: str) -> None:
+    """Sizes whose crop box rounds past the image (49x49 PNG, 98x98 JPEG were refused) and random ones."""
+    rng = random.Random(fmt)
+    sizes = [(49, 49), (98, 98), (1, 1), (1, 4096), (4096, 1), (7000, 5714)]
+    sizes += [(rng.randint(1, 2000), rng.randint(1, 2000)) for _ in range(40)]
+    for w, h in sizes:
+        if fmt in ("WEBP", "GIF", "BMP") and w * h > 4_000_000:  # the full-size formats: a smaller sample
+            continue
+        data = encode(Image.new("RGB", (w, h), (200, 100, 50)), fmt)
+        pixels = decode_image(data, None, 3, 32, 32, LIMIT)
+        assert pixels.shape == (3, 32, 32), (w, h)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from converter.snn.fold import append_affine, prepend_scale
 from converter.snn.ops import ChannelAffine, Op, run_chain
-from converter.snn.quantise import level_tolerance, levels
+from converter.snn.quantise import LEVEL_EPS, levels
 from converter.snn.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Plan:
     """Synapse paths with the spec's normalised weights: durations in, ``T_l * z / lam + shift`` out.
 
     The input factor ``lam_src / T_src`` and the output factor ``T_l / lam`` (and, on one path, the shift plus
-    the level tolerance that decides exact boundaries upwards, see ``converter.snn.quantise.level_floor``) are
+    ``LEVEL_EPS``, which decides exact boundaries upwards, see ``converter.snn.quantise.level_floor``) are
     folded into the first and last weight op of each path, so a layer costs one conv plus floor and clip.
     """
 
@@ -85,7 +85,7 @@ class Plan:
             correction = net.corrections.get(p.name)
             if p.kind == "neuron":  # durations: T_l * (z + c) / lam + shift (+ tolerance)
                 gain = (net.window(p.name) / net.lam(p.name)).to(dtype)
-                offset = torch.tensor(net.shift + level_tolerance(dtype), dtype=dtype)
+                offset = torch.tensor(net.shift + LEVEL_EPS, dtype=dtype)
                 if correction is not None:
                     offset = offset + correction.to(dtype) * gain
             else:  # logits stay in ANN units: z + c

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from converter.snn.ops import run_chain
-from converter.snn.quantise import lam_view, level_tolerance, levels
+from converter.snn.quantise import LEVEL_EPS, lam_view, levels
 from converter.snn.results import LayerCounts, RunResult
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _emit(u: _Unit, step: int, sched: Schedule, d_input: Tensor, units: dict[str
         if p.kind == "input":
             on = (d_input == start + T - step) & (d_input > 0)
         elif p.kind == "neuron":
-            on = (u.V + level_tolerance(u.V.dtype) >= 0) & (u.on_step < 0)
+            on = (u.V + LEVEL_EPS >= 0) & (u.on_step < 0)
             u.V += 1.0  # the speaking window's ramp: V += theta every step
         else:  # switch: on as soon as any input is on (the earliest on-spike wins the max)
             on = p.pool(units[p.source].active.to(ev.dtype)).bool() & ~u.active
