@@ -8,6 +8,7 @@ population seen through a chain of affine ops (conv, linear, folded BN, pooling,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -88,6 +89,13 @@ class Graph:
             elif p.kind in ("neuron", "output"):
                 latest = max(self.by_name[t.source].stage for t in p.terms)
                 p.stage = latest + 1 if p.kind == "neuron" else latest
+
+    def tensors(self) -> Iterator[Tensor]:
+        """Every tensor of every op, in population order."""
+        for p in self.populations:
+            for t in p.terms:
+                for op in t.ops:
+                    yield from op.tensors().values()
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Graph:
         """Copy with every op tensor cast to ``dtype`` and/or moved to ``device``."""

@@ -6,6 +6,7 @@ and MACs that follow from them. Engines read it (``converter.snn.engines``), che
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Any, TypeVar
 
 import torch
@@ -80,11 +81,11 @@ class Network:
         self.term_fanouts = term_fanouts(graph)
         self.fanouts = fanouts(graph, self.term_fanouts)
         self.ann_macs = ann_macs(graph)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating-point type the engines compute in."""
-        return next(iter(self.lams.values())).dtype if self.lams else torch.float32
+        first = next(chain(lams.values(), graph.tensors()), None)  # a network without neurons has no lam
+        self.dtype: torch.dtype = (
+            torch.float32 if first is None else first.dtype
+        )  # what the engines compute in
+        self.device: torch.device = torch.device("cpu") if first is None else first.device  # and where
 
     @property
     def T(self) -> int:
@@ -112,14 +113,11 @@ class Network:
             return torch.ones((), dtype=self.dtype)
         return self.lam(p.source) if p.kind == "switch" else self.lams[name]
 
-    @property
-    def device(self) -> torch.device:
-        """Where the engines compute (every tensor of the network lives there)."""
-        return next(iter(self.lams.values())).device if self.lams else torch.device("cpu")
-
     def to(self: N, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> N:
         """Copy computing in ``dtype`` (float64 for exact engine comparisons) and/or on ``device``."""
         return self._copy(
+            dtype=self.dtype if dtype is None else dtype,
+            device=self.device if device is None else torch.device(device),
             graph=self.graph.to(dtype, device),
             lams={k: v.to(device=device, dtype=dtype) for k, v in self.lams.items()},
             corrections={k: v.to(device=device, dtype=dtype) for k, v in self.corrections.items()},

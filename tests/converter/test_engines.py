@@ -175,3 +175,19 @@ def test_a_network_moved_to_a_device_computes_there_with_the_same_answers():
     for engine in ("fast", "stepped", "rate", "ann"):
         a, b = net.run(x, engine), moved.run(x, engine)
         assert torch.equal(a.logits, b.logits) and torch.equal(a.synaptic_additions, b.synaptic_additions)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)),  # no neuron layer, no lam
+        torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),  # no weight at all
+    ],
+)
+@pytest.mark.parametrize("engine", ["fast", "stepped", "rate", "ann"])
+def test_a_network_without_neurons_computes_in_the_precision_it_is_cast_to(model, engine):
+    net = convert(model.eval(), images(8), T=4)
+    assert net.dtype == torch.float32
+    double = net.to(torch.float64)
+    assert double.dtype == torch.float64 and net.dtype == torch.float32
+    assert double.run(images(2), engine).logits.dtype == torch.float64
