@@ -7,6 +7,7 @@ under ``if TYPE_CHECKING:``, so a circle cannot hide behind laziness or annotati
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def _modules() -> dict[str, Path]:
     return {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
@@ -47,6 +49,7 @@ def _edges(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in _imports(name, path, known) if m in known and m != name}
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     known = set(modules)

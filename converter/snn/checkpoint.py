@@ -5,7 +5,10 @@ file whose header metadata carries the manifest. The manifest records the sha256
 names, dtypes, shapes and bytes, so both layouts share it) and, from schema 3, the sha256 of every
 manifest field that decides behaviour (graph, windows, shift, labels, input, the weights' hash): loading
 checks the schema version, both hashes and every tensor the graph refers to, and says which check
-failed. Descriptive fields (calibration report, provenance, accuracy) may be edited freely.
+failed. Descriptive fields (calibration report, provenance, accuracy) may be edited freely. The seal is
+also written into the weights file's own metadata, so that turning a sealed manifest into an older,
+unsealed schema (lowering ``schema_version``, deleting ``manifest_sha256``) is refused too; a checkpoint
+written before seals existed loads with a warning.
 
 ``write`` and ``read`` map a network to and from that form: graph spec and weights, a ``lam.<layer>``
 threshold and ``correction.<layer>`` bias correction per layer; ``read`` runs a blank image through the
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,8 @@ FORMAT = "tsc-snn"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 METADATA_KEY = "tsc_manifest"
+SEAL_KEY = "tsc_manifest_sha256"  # the seal, in the weights file's metadata
+log = logging.getLogger(__name__)
 LAM_PREFIX = "lam."
 CORRECTION_PREFIX = "correction."
 
@@ -70,14 +76,15 @@ def save_checkpoint(path: str | Path, manifest: dict[str, Any], tensors: dict[st
         "format": FORMAT,
         "weights_sha256": weights_sha256(tensors),
     }
-    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    seal = manifest["manifest_sha256"] = manifest_sha256(manifest)
     text = json.dumps(manifest, indent=1)
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: text}))
+        metadata = {METADATA_KEY: text, SEAL_KEY: seal}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     else:
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+        atomic_write(path / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={SEAL_KEY: seal}))
         atomic_write(path / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     return manifest
 
@@ -105,7 +112,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
             manifest = json.loads(mfile.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{mfile}: manifest is not valid JSON ({e})") from None
-        tensors, _ = _read_weights(wfile)
+        tensors, metadata = _read_weights(wfile)
     else:
         tensors, metadata = _read_weights(path)
         if METADATA_KEY not in metadata:
@@ -129,14 +136,30 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
             f"{path}: weights do not match the manifest's sha256 (tampered or corrupt): "
             f"expected {expected}, found {actual}"
         )
-    if (version >= 3 or "manifest_sha256" in manifest) and manifest.get("manifest_sha256") != manifest_sha256(
-        manifest
-    ):
+    _check_seal(path, manifest, metadata.get(SEAL_KEY))
+    return manifest, tensors
+
+
+def _check_seal(path: Path, manifest: dict[str, Any], weights_seal: str | None) -> None:
+    """Refuse a manifest whose behaviour-defining fields changed after it was sealed (or lost the seal)."""
+    seal = manifest.get("manifest_sha256")
+    if weights_seal is not None and seal != weights_seal:
+        raise CheckpointError(
+            f"{path}: the manifest lost or changed the seal its weights file records (schema_version "
+            "lowered or manifest_sha256 removed or edited); convert the model again"
+        )
+    if seal is None and manifest["schema_version"] < 3:
+        log.warning(
+            "%s: an unsealed checkpoint of schema %s; its fields are validated but not sealed",
+            path,
+            manifest["schema_version"],
+        )
+        return
+    if seal != manifest_sha256(manifest):
         raise CheckpointError(
             f"{path}: the manifest's behaviour-defining fields ({', '.join(SEALED_FIELDS)}) were edited "
             "after it was written (manifest_sha256 does not match); convert the model again"
         )
-    return manifest, tensors
 
 
 def write(net: Network, path: str | Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from converter import CheckpointError, convert, load
-from converter.snn.checkpoint import manifest_sha256
+from converter.snn.checkpoint import SEAL_KEY, manifest_sha256
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -101,12 +101,17 @@ def _dir(net, tmp_path):
 
 
 def _edited(net, tmp_path, edit, reseal=False):
-    """A saved checkpoint whose manifest ``edit`` changed in place (and sealed again when ``reseal``)."""
+    """A saved checkpoint whose manifest ``edit`` changed in place (sealed again when ``reseal``: the
+    manifest's seal and the weights file's, as a writer with a bug would)."""
+    from safetensors.torch import load_file
+
     path = _dir(net, tmp_path)
     m = json.loads((path / "manifest.json").read_text())
     edit(m)
     if reseal:
         m["manifest_sha256"] = manifest_sha256(m)
+        weights = path / "weights.safetensors"
+        save_file(load_file(weights), weights, metadata={SEAL_KEY: m["manifest_sha256"]})
     (path / "manifest.json").write_text(json.dumps(m))
     return path
 
@@ -221,3 +226,25 @@ def test_malformed_graph_fails_at_load_not_at_run_time(net, tmp_path):
     path = _edited(net, tmp_path, stride_five, reseal=True)  # re-sealed: only the dry run can tell
     with pytest.raises(CheckpointError, match="the graph cannot run on its own input"):
         load(path)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_sealed_checkpoint_turned_into_an_older_schema_is_refused(net, tmp_path, version):
+    def downgrade(m):
+        m.update(schema_version=version, labels=list("edcba"))
+        del m["manifest_sha256"]
+
+    path = _edited(net, tmp_path, downgrade)
+    with pytest.raises(CheckpointError, match="lost or changed the seal"):
+        load(path)
+
+
+def test_a_checkpoint_from_before_seals_loads_with_a_warning(net, tmp_path, caplog):
+    """Schema 2 wrote neither the manifest's seal nor the weights file's: validated, loaded, warned about."""
+    from safetensors.torch import load_file
+
+    path = _edited(net, tmp_path, lambda m: (m.update(schema_version=2), m.pop("manifest_sha256")))
+    save_file(load_file(path / "weights.safetensors"), path / "weights.safetensors")  # no metadata
+    with caplog.at_level("WARNING"):
+        assert load(path).labels == list("abcde")
+    assert "unsealed checkpoint of schema 2" in caplog.text
