@@ -149,7 +149,11 @@ def test_neuron_updates_are_2T_per_neuron_and_T_per_output():
 
 @pytest.mark.parametrize("bias", [0.7, 1.3, 2.9, 0.123])
 def test_exact_level_boundaries_are_reached_in_every_engine(bias):
-    """A constant channel calibrated to its own value lies exactly on level T: all engines say d = T."""
+    """A constant channel calibrated to its own value lies exactly on level T: both engines say d = T.
+
+    In float64, the spec's arithmetic; float32, whose rounding (about 1e-6 of a level) is far above the
+    spec's tolerance of 1e-9, may land one level below, never further (spec sections 2 and 7).
+    """
     cfg = NetConfig(channels=2, kernel=1, padding=0, batchnorm=False, pool="none")
     model = make_net(cfg, 1)
     with torch.no_grad():
@@ -158,12 +162,16 @@ def test_exact_level_boundaries_are_reached_in_every_engine(bias):
     x = images(3, cfg.size, 1)
     for T in (1, 3, 5, 16):
         net = convert(model, x, T=T, shift=0.0, percentile=99.0)
+        durations = {}
         for dtype in (torch.float32, torch.float64):
-            run = net.to(dtype).run(x.to(dtype), "fast", keep_durations=True)
-            ref = net.to(dtype).run(x.to(dtype), "stepped", keep_durations=True)
-            first = next(n for n in run.durations if n != "input")
-            assert torch.equal(run.durations[first], torch.full_like(run.durations[first], T)), (T, dtype)
-            assert torch.equal(ref.durations[first], run.durations[first]), (T, dtype)
+            for engine in ("fast", "stepped"):
+                run = net.to(dtype).run(x.to(dtype), engine, keep_durations=True)
+                first = next(n for n in run.durations if n != "input")
+                durations[engine, dtype] = run.durations[first]
+        for engine in ("fast", "stepped"):
+            exact = durations[engine, torch.float64]
+            assert torch.equal(exact, torch.full_like(exact, T)), (T, engine)
+            assert (exact - durations[engine, torch.float32]).abs().max() <= 1, (T, engine)
 
 
 def test_a_network_moved_to_a_device_computes_there_with_the_same_answers():
