@@ -119,8 +119,13 @@ def _avgpool_module(b: Builder, node: fx.Node, m: nn.AvgPool2d) -> Value:
     return b.apply(node, b.tensor(node), op)
 
 
-def _adaptive_module(b: Builder, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> Value:
-    return b.apply(node, b.tensor(node), AdaptiveAvgPool2d(list(b.shape(node)[-2:])))
+def _adaptive(b: Builder, node: fx.Node, _: Any) -> Value:
+    """Adaptive average pooling; the identity when the input already has the output's size (VGG-16 at 224:
+    7x7 to 7x7), so that no op stands between the last pooling and the classifier's synapses."""
+    out, source = list(b.shape(node)[-2:]), node.args[0]
+    if isinstance(source, fx.Node) and list(b.shape(source)[-2:]) == out:
+        return b.tensor(node)
+    return b.apply(node, b.tensor(node), AdaptiveAvgPool2d(out))
 
 
 def _maxpool_module(b: Builder, node: fx.Node, m: nn.MaxPool2d) -> Value:
@@ -172,10 +177,6 @@ def _avgpool_fn(b: Builder, node: fx.Node, _: Any) -> Value:
         b.arg(node, 6, "divisor_override"),
     )
     return b.apply(node, b.tensor(node), op)
-
-
-def _adaptive_fn(b: Builder, node: fx.Node, _: Any) -> Value:
-    return b.apply(node, b.tensor(node), AdaptiveAvgPool2d(list(b.shape(node)[-2:])))
 
 
 def _upsample(b: Builder, node: fx.Node, mode: str) -> Value:
@@ -238,7 +239,7 @@ MODULES: dict[type[nn.Module], Rule] = {
     nn.AlphaDropout: _identity_module,
     nn.Identity: _identity_module,
     nn.AvgPool2d: _avgpool_module,
-    nn.AdaptiveAvgPool2d: _adaptive_module,
+    nn.AdaptiveAvgPool2d: _adaptive,
     nn.MaxPool2d: _maxpool_module,
     nn.Upsample: _upsample_module,
     ClipFloor: _clipfloor_rule,
@@ -261,7 +262,7 @@ FUNCTIONS: dict[Any, Rule] = {
     F.dropout1d: _identity_fn,
     F.alpha_dropout: _identity_fn,
     F.avg_pool2d: _avgpool_fn,
-    F.adaptive_avg_pool2d: _adaptive_fn,
+    F.adaptive_avg_pool2d: _adaptive,
     F.interpolate: _interpolate_fn,
     F.max_pool2d: _maxpool_fn,
 }
