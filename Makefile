@@ -41,7 +41,7 @@ serve: $(VENV)/.installed
 
 ## test: lint and run the whole test suite
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q -n logical
+	$(PY) -m pytest -q -n logical --dist loadfile
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

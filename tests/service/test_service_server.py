@@ -67,6 +67,8 @@ def test_errors_over_the_wire(server: Server) -> None:
 
 
 def test_metrics_and_docs_over_the_wire(server: Server) -> None:
+    files = {"file": ("a.png", encode(picture()), "image/png")}
+    assert httpx.post(f"{server.url}/classify", files=files, timeout=60).status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'tsc_spikes_per_image_count{engine="fast",model="tiny"}' in metrics
     assert httpx.get(f"{server.url}/docs").status_code == 200

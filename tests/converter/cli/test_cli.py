@@ -121,7 +121,7 @@ def test_sweep_runs_every_latency_lever(run_dir, capsys):
         "--max-drop",
         "5",
         "--max-T",
-        "8",
+        "4",
         "--rate-steps",
         "8",
         "--rate-images",
