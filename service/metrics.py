@@ -84,6 +84,9 @@ class Metrics:
             ENERGY_PJ,
         )
         self.models_loaded = Gauge("tsc_models_loaded", "Models loaded and warmed up.", registry=r)
+        self.model_load_failures = Counter(
+            "tsc_model_load_failures", "Checkpoints (or the model directory) that failed to load.", registry=r
+        )
         self.model_info = Info(
             "tsc_model",
             "A loaded model: network name, version, T, windows in layer order, latency steps, precision.",

@@ -155,6 +155,7 @@ class ModelStore:
     def _fail(self, name: str, reason: str) -> None:
         log.error("model %s not loaded: %s", name, reason)
         self.failures[name] = reason
+        self.metrics.model_load_failures.inc()
 
     def not_ready_reason(self, public: bool = True) -> str | None:
         """Why the store cannot serve yet (None when it can).
@@ -168,13 +169,27 @@ class ModelStore:
         if self.loading:
             return "models are loading" if public else f"loading models from {model_dir}"
         if self.models:
-            return None
+            return self._default_missing(public)
         if public:
             return "no model could be loaded; the server log (and GET /models) say why"
         if self.failures:
             failures = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
             return f"no model could be loaded from {model_dir} ({failures})"
         return f"no checkpoint (<name>/manifest.json or <name>.safetensors) in {model_dir}"
+
+    def _default_missing(self, public: bool) -> str | None:
+        """Why not ready when TSC_DEFAULT_MODEL was set and that model is not loaded (None otherwise).
+
+        Requests that name no model would otherwise go to another model without anyone noticing; when
+        the variable is not set, the first loaded model is the default.
+        """
+        name = self.settings.default_model
+        if "default_model" not in self.settings.model_fields_set or name in self.models:
+            return None
+        if public:
+            return "the configured default model is not loaded; the server log (and GET /models) say why"
+        why = self.failures.get(name, f"no checkpoint named {name!r} in {self.settings.model_dir}")
+        return f"TSC_DEFAULT_MODEL {name!r} is not loaded: {why}"
 
     def get(self, name: str | None) -> ServedModel:
         """The named model, or the default; raises NotReady or ModelNotFound."""

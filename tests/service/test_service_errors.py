@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -202,3 +203,22 @@ async def test_503_when_the_queue_is_full(model_dir: Path, png: bytes) -> None:
         check(response, 503, "queue_full")
         assert response.headers["retry-after"] == "1"
         assert (await client.post("/classify", files=upload(png))).status_code == 200
+
+
+async def test_not_ready_while_the_configured_default_model_failed_to_load(
+    model_dir: Path, tmp_path: Path, png: bytes
+) -> None:
+    shutil.copytree(model_dir / "tiny", tmp_path / "tiny")
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "manifest.json").write_text("{not json")
+    async with serve(settings_for(tmp_path, default_model="main")) as client:
+        body = check(await client.get("/readyz"), 503, "not_ready")
+        assert body["detail"].startswith("the configured default model is not loaded")
+        check(await client.post("/classify", files=upload(png)), 503, "not_ready")  # not another model
+        reason = (await client.get("/models")).json()["not_ready"]
+        assert "TSC_DEFAULT_MODEL 'main' is not loaded" in reason
+        assert "weights.safetensors is missing" in reason
+        assert "tsc_model_load_failures_total 1.0" in (await client.get("/metrics")).text
+    async with serve(settings_for(tmp_path, default_model="absent")) as client:
+        check(await client.get("/readyz"), 503, "not_ready")
+        assert "no checkpoint named 'absent'" in (await client.get("/models")).json()["not_ready"]
