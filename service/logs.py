@@ -1,6 +1,6 @@
 """Request ids and logging: the id of the request being handled, on every log record; access lines.
 
-``RequestContextMiddleware`` takes the client's ``X-Request-ID`` (1 to 128 printable ASCII characters) or
+``RequestContextMiddleware`` takes the client's ``X-Request-ID`` (1 to 128 of ``ID_CHARACTERS``) or
 makes one (uuid4 hex), echoes it on the response, holds it in a contextvar while the request is handled and
 writes one access line per request on the ``service.access`` logger. ``RequestIdFilter`` copies the id onto
 log records; ``log_config`` is the ``logging.config.dictConfig`` of the service: text or JSON lines.
@@ -23,7 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.metrics import route_template
 
 HEADER = "X-Request-ID"
-VALID_ID = re.compile(r"[\x20-\x7e]{1,128}")
+# what ids are made of (uuids, W3C and AWS trace ids, base64): no space or bracket that could end the
+# text log's ``[id]:`` and forge the rest of a line
+ID_CHARACTERS = "A-Za-z0-9._~:;/+=@-"
+VALID_ID = re.compile(f"[{ID_CHARACTERS}]{{1,128}}")
 NO_REQUEST = "-"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "client")
@@ -36,7 +39,7 @@ access_log = logging.getLogger("service.access")
 
 
 def accept_request_id(given: str | None) -> str:
-    """The client's id when it is 1 to 128 printable ASCII characters, else a new uuid4 hex."""
+    """The client's id when it is 1 to 128 of ``ID_CHARACTERS``, else a new uuid4 hex."""
     if given is not None and VALID_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex

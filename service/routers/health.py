@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from service.dataplane import DataPlane
 from service.protocol import V2Live, V2Ready, V2ServerMetadata
@@ -22,6 +22,19 @@ def _ready(dataplane: DataPlane) -> Readiness:
 async def livez() -> Liveness:
     """200 while the process serves HTTP."""
     return Liveness()
+
+
+@router.head("/livez", response_class=Response)
+async def livez_head() -> Response:
+    """200 while the process serves HTTP, headers only (probes that send HEAD)."""
+    return Response()
+
+
+@router.head("/readyz", response_class=Response, responses=errors(503))
+async def readyz_head(dataplane: DataPlaneDep) -> Response:
+    """GET /readyz's status, headers only."""
+    _ready(dataplane)
+    return Response()
 
 
 @router.get("/readyz", responses=errors(503))

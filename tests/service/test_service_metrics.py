@@ -137,12 +137,18 @@ async def test_head_metrics_answers_the_headers_without_a_body(fresh: httpx.Asyn
     )  # Allow: GET, HEAD
 
 
-@pytest.mark.parametrize("given", ["abc-123", "x" * 128, "with space ~!@#$%^&*()"])
+@pytest.mark.parametrize(
+    "given",
+    ["abc-123", "x" * 128, "0af7651916cd43dd8448eb211c80319c", "Root=1-5759e988-bd862e3fe1be46a9;Sampled=1"],
+)
 def test_a_valid_request_id_is_kept(given: str) -> None:
     assert accept_request_id(given) == given
 
 
-@pytest.mark.parametrize("given", [None, "", "x" * 129, "tab\there", "caf\xe9", "del\x7f"])
+@pytest.mark.parametrize(
+    "given",
+    [None, "", "x" * 129, "tab\there", "caf\xe9", "del\x7f", "with space", "-]: GET /admin 200", "a[b]"],
+)
 def test_a_missing_or_invalid_request_id_is_replaced(given: str | None) -> None:
     made = accept_request_id(given)
     assert made != given and len(made) == 32 and int(made, 16) >= 0
@@ -239,3 +245,12 @@ def test_the_server_writes_json_lines_with_request_ids(model_dir: Path, tmp_path
     assert access["client"].startswith("127.0.0.1:")
     assert any(line["logger"].startswith("uvicorn") for line in lines)  # uvicorn's own lines: JSON too
     assert not any(line["logger"] == "uvicorn.access" for line in lines)
+
+
+async def test_probes_may_send_head_and_every_operation_has_its_own_id(fresh: httpx.AsyncClient) -> None:
+    for path in ("/livez", "/readyz", "/metrics"):
+        response = await fresh.head(path)
+        assert response.status_code == 200 and response.content == b"", path
+    paths = (await fresh.get("/openapi.json")).json()["paths"]
+    ids = [op["operationId"] for methods in paths.values() for op in methods.values()]
+    assert len(ids) == len(set(ids))  # client generators need one id per operation
