@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
                 raise CheckpointError(f"{path}: not a checkpoint directory ({f.name} is missing)")
         try:
             manifest = json.loads(mfile.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CheckpointError(f"{mfile}: manifest is not valid JSON ({e})") from None
         tensors, metadata = _read_weights(wfile)
     else:
@@ -119,7 +119,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
             raise CheckpointError(f"{path}: safetensors file without a TSC manifest in its metadata")
         try:
             manifest = json.loads(metadata[METADATA_KEY])
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise CheckpointError(f"{path}: embedded manifest is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format field is missing or wrong)")
@@ -199,16 +199,10 @@ def read(path: str | Path) -> dict[str, Any]:
         corrections = {
             k[len(CORRECTION_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CORRECTION_PREFIX)
         }
-        missing = [p.name for p in graph.neurons if p.name not in lams]
-        if missing:
-            raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
-        for name, c in corrections.items():
-            p = graph.by_name.get(name)
-            if p is None or p.kind not in ("neuron", "output") or tuple(c.shape) != p.shape[:1]:
-                raise CheckpointError(
-                    f"{path}: bias correction {name!r} of shape {tuple(c.shape)} fits no layer"
-                )
+        _check_values(path, graph, lams, corrections, manifest)
         spec = InputSpec(**{k: int(manifest["input"][k]) for k in ("channels", "height", "width")})
+        if min(spec.channels, spec.height, spec.width) < 1:
+            raise CheckpointError(f"{path}: the input must have positive channels, height and width")
         _dry_run(graph, lams, spec, path)  # before the constructor counts synapses on the graph
         return {
             "graph": graph,
@@ -227,7 +221,36 @@ def read(path: str | Path) -> dict[str, Any]:
         }
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, RecursionError) as e:
         raise CheckpointError(
             f"{path}: manifest is incomplete or inconsistent ({type(e).__name__}: {e})"
         ) from None
+
+
+def _check_values(
+    path: str | Path,
+    graph: Graph,
+    lams: dict[str, Tensor],
+    corrections: dict[str, Tensor],
+    manifest: dict[str, Any],
+) -> None:
+    """Refuse values no converter writes: a threshold per layer (scalar or per channel), finite and positive;
+    bias corrections one per channel of a neuron or output layer; finite weights; labels as strings."""
+    missing = [p.name for p in graph.neurons if p.name not in lams]
+    if missing:
+        raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
+    for name, lam in lams.items():
+        p = graph.by_name.get(name)
+        if p is None or p.kind != "neuron" or lam.dim() > 1 or lam.numel() not in (1, p.shape[0]):
+            raise CheckpointError(f"{path}: threshold {name!r} of shape {tuple(lam.shape)} fits no layer")
+        if not bool(torch.isfinite(lam).all() and (lam > 0).all()):
+            raise CheckpointError(f"{path}: threshold {name!r} is not a finite positive number everywhere")
+    for name, c in corrections.items():
+        p = graph.by_name.get(name)
+        if p is None or p.kind not in ("neuron", "output") or tuple(c.shape) != p.shape[:1]:
+            raise CheckpointError(f"{path}: bias correction {name!r} of shape {tuple(c.shape)} fits no layer")
+    if not all(bool(torch.isfinite(t).all()) for t in (*graph.tensors(), *corrections.values())):
+        raise CheckpointError(f"{path}: a weight, bias or correction is not finite (NaN or infinity)")
+    labels = manifest["labels"]
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise CheckpointError(f"{path}: labels must be a list of strings")

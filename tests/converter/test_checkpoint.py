@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from converter import CheckpointError, convert, load
-from converter.snn.checkpoint import SEAL_KEY, manifest_sha256
+from converter.snn.checkpoint import SEAL_KEY, load_checkpoint, manifest_sha256, save_checkpoint
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -248,3 +248,49 @@ def test_a_checkpoint_from_before_seals_loads_with_a_warning(net, tmp_path, capl
     with caplog.at_level("WARNING"):
         assert load(path).labels == list("abcde")
     assert "unsealed checkpoint of schema 2" in caplog.text
+
+
+def _written(net, tmp_path, edit):
+    """A checkpoint whose tensors or manifest ``edit`` changed before it was written and sealed: what a
+    writer with a bug (or a careful forger) produces; only validation at load can refuse it."""
+    manifest, tensors = load_checkpoint(_dir(net, tmp_path))
+    edit(manifest, tensors)
+    save_checkpoint(tmp_path / "written", manifest, tensors)
+    return tmp_path / "written"
+
+
+def _set_lam(value):
+    def edit(manifest, tensors):
+        key = next(k for k in tensors if k.startswith("lam."))
+        tensors[key] = value(tensors[key])
+
+    return edit
+
+
+def _infinite_weight(manifest, tensors):
+    next(v for k, v in tensors.items() if k.endswith("weight")).fill_(float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set_lam(lambda lam: torch.ones(3)), r"threshold .* of shape \(3,\) fits no layer"),
+        (_set_lam(lambda lam: torch.tensor(float("nan"))), "not a finite positive number"),
+        (_set_lam(lambda lam: torch.tensor(0.0)), "not a finite positive number"),
+        (_set_lam(lambda lam: -lam), "not a finite positive number"),
+        (_infinite_weight, "not finite"),
+        (lambda m, t: m.update(labels=[float("inf"), 2, None, "d", "e"]), "labels must be a list of strings"),
+        (lambda m, t: m["input"].update(height=0), "positive channels, height and width"),
+    ],
+)
+def test_values_no_converter_writes_are_refused_at_load(net, tmp_path, edit, message):
+    path = _written(net, tmp_path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+
+
+def test_a_deeply_nested_manifest_is_a_checkpoint_error(net, tmp_path):
+    path = _dir(net, tmp_path)
+    (path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="manifest"):
+        load(path)
