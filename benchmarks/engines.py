@@ -1,9 +1,11 @@
-"""Engine throughput on ResNet-20: plain ANN forward vs the fast engine (with counting) vs the stepped engine.
+"""Engine throughput on ResNet-20: ANN forward vs the fast engine (float32, float64) vs the stepped engine.
 
     python -m benchmarks.engines [--batch 256] [--T 16] [--repeats 5]
 
 Runs are interleaved and the median of each is reported, so the ratios hold on a noisy machine. Uses the
 third-party ResNet-20 when the shared folder has it (the model users bring), else the zoo ResNet-20.
+float64 computes the spec's levels; float32 approximates them: the share of images on which float32's
+durations (and top-1) differ from float64's is reported with the timings.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.thirdparty import CHECKPOINT, load_resnet20
+from benchmarks.thirdparty import CHECKPOINT, SHARED, load_resnet20
 from converter import convert
+from converter.training.datasets import open_dataset, to_float
 from converter.training.models import build_model
 
 
@@ -27,10 +30,36 @@ def _model() -> tuple[torch.nn.Module, str]:
     return build_model("resnet20").eval(), "zoo ResNet-20 (random weights)"
 
 
+def _images(n: int) -> tuple[torch.Tensor, str]:
+    """The first ``n`` original CIFAR-10 test images when the shared archive is here, else random pixels."""
+    archive = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"
+    if archive.is_file():
+        return to_float(open_dataset(f"cifar10:{archive}", "test").images[:n]), "CIFAR-10 test images"
+    return torch.rand(n, 3, 32, 32), "random pixels"
+
+
 def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _disagreement(net32: object, net64: object, x: torch.Tensor) -> dict[str, float]:
+    """How far float32's answers are from float64's (the spec's levels) on the images ``x``."""
+    a = net32.run(x, keep_durations=True)
+    b = net64.run(x, keep_durations=True)
+    differs = torch.zeros(x.shape[0], dtype=torch.bool)
+    neurons = changed = 0
+    for name, d in a.durations.items():
+        diff = (d.double() != b.durations[name]).flatten(1)
+        differs |= diff.any(1)
+        changed += int(diff.sum())
+        neurons += diff.numel()
+    return {
+        "images_with_other_durations": round(float(differs.double().mean()), 4),
+        "images_with_other_top1": round(float((a.logits.argmax(1) != b.logits.argmax(1)).double().mean()), 4),
+        "neurons_with_other_durations": changed / neurons,
+    }
 
 
 def main() -> None:
@@ -44,12 +73,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model, label = _model()
-    x = torch.rand(args.batch, 3, 32, 32)
+    x, images = _images(args.batch)
     net = convert(model, x[:128], T=args.T)
     small = x[: args.stepped_batch]
+    net64 = net.to(torch.float64)
     runs: dict[str, tuple[Callable[[], object], int]] = {
         "ann (nn.Module forward)": (lambda: model(x), args.batch),
         "fast engine + counts": (lambda: net.run(x), args.batch),
+        "fast engine, float64": (lambda: net64.run(x), args.batch),
         "stepped engine": (lambda: net.run(small, "stepped"), args.stepped_batch),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -63,11 +94,14 @@ def main() -> None:
     ann = rate["ann (nn.Module forward)"]
     result = {
         "model": label,
+        "images": images,
         "T": args.T,
         "timesteps": net.timesteps,
         "threads": torch.get_num_threads(),
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
         "fast_cost_vs_ann": round(ann / rate["fast engine + counts"], 3),
+        "fast_float64_cost_vs_ann": round(ann / rate["fast engine, float64"], 3),
+        "float32_vs_float64": _disagreement(net, net64, x),
         "stepped_cost_vs_ann": round(ann / rate["stepped engine"], 1),
     }
     if args.json:
@@ -79,6 +113,13 @@ def main() -> None:
     for name, r in rate.items():
         print(f"  {name:<26} {r:10.1f} images/s   cost x{ann / r:6.2f} of the ANN forward")
     print(f"fast engine costs {result['fast_cost_vs_ann']:.2f}x the ANN forward (target <= 1.3x)")
+    agree = result["float32_vs_float64"]
+    print(
+        f"float32 vs float64 on {args.batch} {images}: other durations on "
+        f"{100 * agree['images_with_other_durations']:.1f}% of images "
+        f"({agree['neurons_with_other_durations']:.2e} of neurons), other top-1 on "
+        f"{100 * agree['images_with_other_top1']:.1f}%"
+    )
 
 
 if __name__ == "__main__":
