@@ -15,10 +15,12 @@ from torch import nn
 
 from converter.cli import CommandError
 from converter.cli.common import number
-from converter.training.clipfloor import clip_floor_init
+from converter.training.clipfloor import CLIP_PREFIX, clip_floor_init, clip_floor_model
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.models import MODEL_NAMES, build_model, input_size
-from converter.training.train import SCHEDULES, ResumeError, save_safetensors, train
+from converter.training.runs import ResumeError, save_safetensors
+from converter.training.train import SCHEDULES, train
+from converter.training.trained import TrainedModelError, load_trained
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
 
@@ -71,7 +73,25 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         metavar="T_IN",
         help="with --clip-floor: levels of the input pixels, the input layer's window (default: T)",
     )
-    p.add_argument("--init", type=Path, help="start from these weights (.safetensors state dict)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start from these weights (.safetensors state dict); with --clip-floor they may be a clip-floor "
+        "run's, whose trained clipping levels are kept (lowering T step by step: 16, 8, 4, 3)",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        help="distil from this trained model (a run folder, or weights of --model): the loss blends the "
+        "labels with its temperature-softened answers",
+    )
+    p.add_argument("--kd-temperature", type=number(float, 0, inclusive=False), default=4.0, metavar="TAU")
+    p.add_argument(
+        "--kd-weight",
+        type=number(float, 0, below=1.000001),
+        default=0.9,
+        help="share of the distillation term in the loss, 0..1 (with --teacher)",
+    )
     p.add_argument("--limit-train", type=number(int, 1), help="use a random subset of N training images")
     p.add_argument("--limit-test", type=number(int, 1), help="use a random subset of N test images")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/datasets"), help="decoded-image cache")
@@ -128,9 +148,13 @@ def load_data(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset]:
     return train_set, test_set
 
 
-def make_model(args: argparse.Namespace) -> nn.Module:
-    """The model to train: ``args.model`` with ``args.num_classes`` outputs, ``--init`` weights if given."""
+def make_model(args: argparse.Namespace) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The model to train: ``args.model`` with ``args.num_classes`` outputs, ``--init`` weights if given.
+
+    Also the clipping levels ``--init`` carries when it is a clip-floor run's weights, by ReLU node name.
+    """
     model = build_model(args.model, args.num_classes)
+    lams: dict[str, torch.Tensor] = {}
     if args.init is not None:
         try:
             state = load_file(str(args.init))
@@ -138,13 +162,21 @@ def make_model(args: argparse.Namespace) -> nn.Module:
             raise CommandError(f"{args.init}: cannot read weights ({exc})") from None
         if any(k.startswith("model.") for k in state):
             state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        lams = {
+            k.removeprefix(CLIP_PREFIX).removesuffix(".lam"): v
+            for k, v in state.items()
+            if k.startswith(CLIP_PREFIX) and k.endswith(".lam")
+        }
+        state = {k: v for k, v in state.items() if not k.startswith((CLIP_PREFIX, "tsc_input_quant"))}
+        if lams and not args.clip_floor:
+            raise CommandError(f"{args.init}: clip-floor weights; continue them with --clip-floor T")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise CommandError(
                 f"{args.init}: weights do not fit {args.model}: {' '.join(str(exc).split())[:400]}"
             ) from None
-    return model
+    return model, lams
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -157,12 +189,20 @@ def run_train(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--num-classes {args.num_classes} is too few: the data has labels up to {labels_needed - 1}"
         )
-    model = make_model(args)
+    model, lams = make_model(args)
     if args.clip_floor_input and not args.clip_floor:
         raise CommandError("--clip-floor-input needs --clip-floor")
-    if args.clip_floor:
+    if args.clip_floor and lams:  # a clip-floor run continued at another T: its trained levels carry over
+        model = clip_floor_model(model, args.clip_floor, lams=lams, input_T=args.clip_floor_input)
+    elif args.clip_floor:
         images = to_float(train_set.images[:512])
         model = clip_floor_init(model, images, args.clip_floor, input_T=args.clip_floor_input)
+    teacher = None
+    if args.teacher is not None:
+        try:
+            teacher = load_trained(args.teacher, args.model, args.num_classes).model
+        except TrainedModelError as exc:
+            raise CommandError(f"--teacher: {exc}") from None
     stream = sys.stderr if args.json else sys.stdout
     if args.restart:
         for name in RUN_FILES:
@@ -189,6 +229,9 @@ def run_train(args: argparse.Namespace) -> int:
             label_smoothing=args.label_smoothing,
             threads=args.threads,
             ema_decay=args.ema,
+            teacher=teacher,
+            kd_temperature=args.kd_temperature,
+            kd_weight=args.kd_weight,
         )
     except (ResumeError, OSError) as exc:
         raise CommandError(str(exc)) from None
@@ -216,6 +259,9 @@ def _summary(args: argparse.Namespace, train_set: ImageDataset, test_set: ImageD
         "test_size": len(test_set),
         "epochs": args.epochs,
         "init": str(args.init) if args.init else None,
+        "teacher": {"path": str(args.teacher), "temperature": args.kd_temperature, "weight": args.kd_weight}
+        if args.teacher
+        else None,
         "ema_decay": args.ema,
         "bf16": all(epoch.get("bf16", False) for epoch in result["history"]),  # every epoch, resumed ones too
         "clip_floor": {

@@ -15,6 +15,8 @@ from converter.conversion.trace import is_relu, symbolic_trace, trace_model
 from converter.snn.quantise import ClipFloor, InputQuant
 from converter.snn.windows import uniform
 
+CLIP_PREFIX = "tsc_clip_"  # a ClipFloor submodule's name: this prefix and the ReLU node it replaced
+
 
 def clip_floor_model(
     model: nn.Module,
@@ -39,7 +41,7 @@ def clip_floor_model(
             node.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
         elif is_relu(node, modules):
             lam = lams.get(node.name, lams.get(f"{node.name}_pre", 1.0))
-            name = f"tsc_clip_{node.name}"
+            name = f"{CLIP_PREFIX}{node.name}"
             gm.add_submodule(name, ClipFloor(T, lam, shift))
             with gm.graph.inserting_after(node):
                 new = gm.graph.call_module(name, (node.args[0],))

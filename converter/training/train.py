@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -12,21 +11,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from converter.snn.system import atomic_write, available_cores
+from converter.snn.system import available_cores
 from converter.training.datasets import ImageDataset, random_crop, random_flip, to_float
+from converter.training.runs import (
+    CHECKPOINT_FORMAT,
+    fingerprint,
+    resume,
+    save_checkpoint,
+    save_safetensors,
+)
 
 SCHEDULES = ("cosine", "step", "constant")
-CHECKPOINT_FORMAT = "tsc-snn-train/1"
 MEMORY_FORMAT = torch.channels_last  # tensor cores on CUDA, faster oneDNN convolutions on CPU
-
-
-class ResumeError(ValueError):
-    """An output folder holds a run that cannot be resumed with these settings."""
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str) -> float:
@@ -82,66 +82,29 @@ def evaluate_accuracy(
     return correct.item() / max(1, len(dataset))
 
 
-def _fingerprint(model: nn.Module) -> str:
-    """A digest of the model's state names and shapes, to refuse resuming into another architecture."""
-    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def distillation_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    cfg: dict,
+) -> torch.Tensor:
+    """Cross-entropy with the labels, blended with knowledge distillation when there is a teacher.
 
-
-def _cpu_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached, contiguous CPU copies, as safetensors needs them."""
-    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-
-
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    """Write tensors (any device or layout) to a safetensors file atomically."""
-    state = _cpu_state(tensors)
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
-
-
-def _save_checkpoint(
-    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, ema: AveragedModel | None
-) -> None:
-    """``last.safetensors`` (weights, momenta, EMA weights, the state as metadata), then ``state.json``."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-    for name, param in model.named_parameters():
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            tensors[f"optimizer.momentum_buffer.{name}"] = buffer
-    text = json.dumps(state, indent=1)
-    save_safetensors(tensors, out_dir / "last.safetensors", {"format": CHECKPOINT_FORMAT, "state": text})
-    atomic_write(out_dir / "state.json", lambda tmp: Path(tmp).write_text(text + "\n"))
-
-
-def _resume(
-    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, args: dict, ema: AveragedModel | None
-) -> dict | None:
-    """The saved state of a matching earlier run in ``out_dir`` (weights, momenta, EMA restored), or None."""
-    if not (out_dir / "state.json").is_file():
-        return None
-    saved = json.loads((out_dir / "state.json").read_text()).get("args", {})
-    if saved != args:
-        changed = sorted(k for k in {*saved, *args} if saved.get(k) != args.get(k))
-        raise ResumeError(
-            f"{out_dir} holds a run with other settings ({', '.join(changed)}); use another output folder"
-        )
-    path = out_dir / "last.safetensors"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            state = json.loads((f.metadata() or {})["state"])
-        tensors = load_file(str(path))
-    except (OSError, KeyError, ValueError) as exc:
-        raise ResumeError(f"{path}: unreadable checkpoint ({exc}); delete {out_dir} to start over") from None
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.load_state_dict({k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")})
-    for name, param in model.named_parameters():
-        buffer = tensors.get(f"optimizer.momentum_buffer.{name}")
-        if buffer is not None:
-            optimizer.state[param]["momentum_buffer"] = torch.empty_like(param).copy_(buffer)
-    return state
+    ``(1 - a) * CE(logits, labels) + a * tau^2 * KL(softmax(t / tau) || softmax(s / tau))`` with
+    ``a = cfg["kd_weight"]`` and ``tau = cfg["kd_temperature"]`` (Hinton et al., 2015): the ``tau^2`` keeps
+    the soft term's gradients on the scale of the hard one's.
+    """
+    hard = F.cross_entropy(logits, labels, label_smoothing=cfg["label_smoothing"])
+    if teacher_logits is None:
+        return hard
+    tau, weight = cfg["kd_temperature"], cfg["kd_weight"]
+    soft = F.kl_div(
+        F.log_softmax(logits.float() / tau, dim=1),
+        F.log_softmax(teacher_logits.float() / tau, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - weight) * hard + weight * tau * tau * soft
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -161,8 +124,12 @@ def _train_epoch(
     cfg: dict,
     device: torch.device,
     ema: AveragedModel | None,
+    teacher: nn.Module | None = None,
 ) -> dict:
-    """One pass over ``data`` (``ema`` follows every step); returns loss, accuracy, last lr and images/s."""
+    """One pass over ``data`` (``ema`` follows every step); returns loss, accuracy, last lr and images/s.
+
+    A ``teacher`` (in eval mode, no gradient) sees the same augmented images as the model.
+    """
     model.train()
     steps = max(1, len(data) // batch_size)
     generator = torch.Generator(device=device).manual_seed(cfg["seed"] * 1_000_003 + epoch)
@@ -183,8 +150,11 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(device, cfg["amp"]):
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs)
             logits = model(inputs)
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg["label_smoothing"])
+            loss = distillation_loss(logits, labels, teacher_logits if teacher else None, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -232,12 +202,16 @@ def train(
     label_smoothing: float = 0.0,
     threads: int | None = None,
     ema_decay: float = 0.0,
+    teacher: nn.Module | None = None,
+    kd_temperature: float = 4.0,
+    kd_weight: float = 0.9,
 ) -> dict:
     """Train all parameters of ``model`` in place with nesterov SGD; resumes a matching run in ``out_dir``.
 
     With ``ema_decay`` > 0 an exponential moving average of the weights and BatchNorm statistics,
     ``w_ema <- decay * w_ema + (1 - decay) * w`` after every step, is what is tested, kept as best and
-    left in ``model`` at the end.
+    left in ``model`` at the end. With a ``teacher`` the loss is ``distillation_loss``: the labels blended
+    with the teacher's temperature-softened answers (``kd_weight``, ``kd_temperature``).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -245,6 +219,10 @@ def train(
         raise ValueError("epochs, batch_size, eval_every and the training set size must all be positive")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if teacher is not None and not (kd_temperature > 0 and 0 <= kd_weight <= 1):
+        raise ValueError(
+            f"need kd_temperature > 0 and kd_weight in [0, 1], got {kd_temperature}, {kd_weight}"
+        )
     device = torch.device(device)
     if device.type == "cpu":
         torch.set_num_threads(threads or available_cores())
@@ -257,16 +235,24 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay, "schedule": schedule, "warmup_epochs": warmup_epochs,
         "augment": augment, "seed": seed, "label_smoothing": label_smoothing,
-        "train_size": len(train_set), "test_size": len(test_set), "model": _fingerprint(model),
+        "train_size": len(train_set), "test_size": len(test_set), "model": fingerprint(model),
     }  # fmt: skip
     if ema_decay:  # absent when off: runs from before EMA existed still resume
         args["ema_decay"] = ema_decay
+    if teacher is not None:  # likewise absent without a teacher
+        args["kd"] = {"temperature": kd_temperature, "weight": kd_weight, "teacher": fingerprint(teacher)}
+        teacher = teacher.to(device=device, memory_format=MEMORY_FORMAT).eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
     ema = None
     if ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     tested = model if ema is None else ema.module
     bf16 = amp and native_bf16(device)  # what every epoch of this call computes in, recorded with it
-    cfg = {"seed": seed, "augment": augment, "amp": bf16, "label_smoothing": label_smoothing}
+    cfg = {
+        "seed": seed, "augment": augment, "amp": bf16, "label_smoothing": label_smoothing,
+        "kd_temperature": kd_temperature, "kd_weight": kd_weight,
+    }  # fmt: skip
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
     )
@@ -274,7 +260,7 @@ def train(
     state = {"epoch": 0, "history": [], "best_test_acc": None, "best_epoch": None, "args": args}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        resumed = _resume(out, model, optimizer, args, ema)
+        resumed = resume(out, model, optimizer, args, ema)
         if resumed is not None:
             state = resumed
             log(f"resuming {out} after epoch {state['epoch']}/{epochs}")
@@ -295,6 +281,7 @@ def train(
             cfg=cfg,
             device=device,
             ema=ema,
+            teacher=teacher,
         )
         evaluate = epoch % eval_every == 0 or epoch == epochs
         record["test_acc"] = evaluate_accuracy(tested, test_set, 500, device) if evaluate else None
@@ -309,7 +296,7 @@ def train(
                 meta = {"format": CHECKPOINT_FORMAT, "epoch": str(epoch), "test_acc": str(record["test_acc"])}
                 save_safetensors(tested.state_dict(), out / "best.safetensors", meta)
         if out is not None:
-            _save_checkpoint(out, model, optimizer, state, ema)
+            save_checkpoint(out, model, optimizer, state, ema)
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
         log(_format(record, epochs))

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from converter import load
 from converter.cli import main
@@ -235,3 +236,43 @@ def test_low_T_training_with_its_own_input_window_converts_at_the_trained_window
 def test_train_refuses_an_input_window_without_clip_floor(tmp_path, capsys):
     assert _train(tmp_path / "x", "--clip-floor-input", "8") == 2
     assert "--clip-floor-input needs --clip-floor" in capsys.readouterr().err
+
+
+def test_low_T_training_distils_and_lowers_T_step_by_step(run_dir, tmp_path):
+    """--teacher distils from the float run; --init from a clip-floor run keeps its trained levels."""
+    first, second = tmp_path / "t4", tmp_path / "t2"
+    extra = ["--clip-floor", "4", "--lr", "0.01", "--warmup-epochs", "0", "--teacher", str(run_dir)]
+    assert _train(first, "--init", str(run_dir / "model.safetensors"), *extra) == 0
+    recorded = json.loads((first / "model.json").read_text())["teacher"]
+    assert recorded == {"path": str(run_dir), "temperature": 4.0, "weight": 0.9}
+    trained = {k: v for k, v in load_file(first / "model.safetensors").items() if k.endswith(".lam")}
+    assert trained
+    # one step at a vanishing learning rate: the T=2 network starts from the T=4 network's levels
+    lower = [
+        "--init",
+        str(first / "model.safetensors"),
+        "--clip-floor",
+        "2",
+        "--lr",
+        "1e-12",
+        "--epochs",
+        "1",
+    ]
+    assert _train(second, *lower, "--warmup-epochs", "0", "--limit-train", "32") == 0
+    kept = load_file(second / "model.safetensors")
+    assert all(torch.allclose(kept[k], v) for k, v in trained.items())
+    state = json.loads((second / "model.json").read_text())
+    assert state["clip_floor"]["T"] == 2 and state["init"] == str(first / "model.safetensors")
+
+
+def test_clip_floor_weights_need_clip_floor(run_dir, tmp_path, capsys):
+    first = tmp_path / "t4"
+    assert (
+        _train(
+            first, "--init", str(run_dir / "model.safetensors"), "--clip-floor", "4", "--limit-train", "32"
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert _train(tmp_path / "float", "--init", str(first / "model.safetensors")) != 0
+    assert "clip-floor weights; continue them with --clip-floor T" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from converter.snn.system import available_cores
 from converter.training import train as train_module
 from converter.training.datasets import ImageDataset, synthetic_dataset
 from converter.training.models import Normalize
-from converter.training.train import ResumeError, evaluate_accuracy, lr_at, train
+from converter.training.runs import ResumeError
+from converter.training.train import evaluate_accuracy, lr_at, train
 
 SPEC = "synthetic:classes=4,n=48,size=32,test_n=16"
 
@@ -322,3 +323,37 @@ def test_cli_help(capsys):
     assert "--limit-train" in capsys.readouterr().out
     assert main([]) == 2
     assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_distillation_loss_blends_labels_and_the_teachers_softened_answers():
+    torch.manual_seed(0)
+    logits, teacher, labels = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 4, (8,))
+    cfg = {"label_smoothing": 0.0, "kd_temperature": 4.0, "kd_weight": 0.9}
+    hard = torch.nn.functional.cross_entropy(logits, labels)
+    assert train_module.distillation_loss(logits, labels, None, cfg) == hard
+    assert torch.allclose(train_module.distillation_loss(logits, labels, logits, cfg), 0.1 * hard)  # KL 0
+    soft = torch.nn.functional.kl_div(
+        torch.log_softmax(logits / 4, 1), torch.softmax(teacher / 4, 1), reduction="batchmean"
+    )
+    expected = 0.1 * hard + 0.9 * 16 * soft
+    assert torch.allclose(train_module.distillation_loss(logits, labels, teacher, cfg), expected)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(data):
+    train_set, test_set = data
+    teacher = tiny_model()
+    train(teacher, train_set, test_set, epochs=2, lr=0.05, warmup_epochs=0, amp=False, log=lambda _: None)
+    images = train_set.images[:64].float() / 255
+
+    def disagreement(student):
+        with torch.no_grad():
+            return (student.eval()(images).argmax(1) != teacher.eval()(images).argmax(1)).float().mean()
+
+    def student(teach):
+        torch.manual_seed(1)
+        model = nn.Sequential(*list(tiny_model())[:-1], nn.Linear(16, 4))
+        options = {"epochs": 2, "lr": 0.05, "warmup_epochs": 0, "amp": False, "log": lambda _: None}
+        train(model, train_set, test_set, teacher=teach, kd_weight=1.0, **options)
+        return model
+
+    assert disagreement(student(teacher)) < disagreement(student(None))
