@@ -26,7 +26,7 @@ LOSSLESS_EPOCHS ?= 2
 VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
-.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 convert-resnet20 \
+.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 distil-resnet20 convert-resnet20 \
         lowt-thirdparty train-vgg16 convert-vgg16 results clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
@@ -84,6 +84,17 @@ lossless-resnet20: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(FROM)/model.safetensors \
 		--clip-floor $(T) --clip-floor-input $(T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
 		--warmup-epochs 0 --device $(DEVICE) --out $(FROM)-cf$(T)-in$(T_IN)
+
+## distil-resnet20: low-T training that keeps the float accuracy: clip-floor at T (input T_IN), distilled from
+## the float network TEACHER, KD_EPOCHS of one cosine schedule with an EMA; FROM a float run or a clip-floor
+## run at a larger T (its clipping levels carry over), e.g. T=16, then T=8 FROM=$(RUNS)/resnet20-kd-cf16-in16
+TEACHER ?= $(RESNET20)
+KD_EPOCHS ?= 30
+distil-resnet20: $(VENV)/.installed data
+	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(FROM)/model.safetensors \
+		--clip-floor $(T) --clip-floor-input $(T_IN) --teacher $(TEACHER) --epochs $(KD_EPOCHS) --lr 0.02 \
+		--wd 1e-4 --warmup-epochs 0 --ema $(EMA) --eval-every 5 --device $(DEVICE) \
+		--out $(RUNS)/resnet20-kd-cf$(T)-in$(T_IN)
 
 convert-resnet20: $(VENV)/.installed data
 	$(PY) -m converter convert --run $(FROM)-cf$(T)-in$(T_IN) --data $(DATA) --T trained \
