@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from converter.snn import ENGINES, TSC_ENGINES
 
 BINARY = "the binary tensor data extension is not supported"
-# request bodies: what the schema does not allow is refused (no unknown keys, no "true" for true)
+# request bodies: what the schema does not allow is refused (no unknown keys, no "true" for true) ...
 REQUEST = ConfigDict(extra="forbid", strict=True)
+# ... except in ``parameters``, which clients fill with their own keys (KServe, Triton): unknown ones are
+# ignored, known ones still checked
+PARAMETERS = ConfigDict(extra="ignore", strict=True)
 OutputDatatype = Literal["FP32", "INT64"]
 
 
@@ -75,9 +78,9 @@ class V2ModelReady(BaseModel):
 
 
 class V2InferParameters(BaseModel):
-    """Parameters of an inference request."""
+    """Parameters of an inference request (other keys are ignored)."""
 
-    model_config = REQUEST
+    model_config = PARAMETERS
 
     engine: Literal[TSC_ENGINES] = Field(  # type: ignore[valid-type]
         "fast", description="; ".join(f"{n}: {ENGINES[n].summary}" for n in TSC_ENGINES) + "."
@@ -88,6 +91,20 @@ class V2InferParameters(BaseModel):
     binary_data_output: bool = Field(False, description=f"true is refused: {BINARY}.")
 
 
+class V2InputParameters(BaseModel):
+    """Parameters of an input tensor (other keys are ignored)."""
+
+    model_config = PARAMETERS
+
+    binary_data_size: int | None = Field(None, description=f"refused: {BINARY}.")
+
+    @model_validator(mode="after")
+    def _json_only(self) -> V2InputParameters:
+        if self.binary_data_size is not None:
+            raise ValueError(f"{BINARY}: send the tensor's elements as JSON data")
+        return self
+
+
 class V2InferInput(BaseModel):
     """One input tensor: ``pixels`` (FP32 [N, C, H, W] in [0, 1]) or ``image`` (BYTES [N], base64 strings)."""
 
@@ -96,13 +113,14 @@ class V2InferInput(BaseModel):
     name: Literal["pixels", "image"]
     shape: list[int]
     datatype: str
+    parameters: V2InputParameters | None = None
     data: list[Any] = Field(description="The elements in row-major order, flat or nested as the shape.")
 
 
 class V2OutputParameters(BaseModel):
-    """Parameters of a requested output."""
+    """Parameters of a requested output (other keys are ignored)."""
 
-    model_config = REQUEST
+    model_config = PARAMETERS
 
     binary_data: bool = Field(False, description=f"true is refused: {BINARY}.")
 
@@ -122,6 +140,8 @@ class V2InferRequest(BaseModel):
     model_config = REQUEST
 
     id: str | None = Field(None, description="Echoed in the response.")
+    model_name: str | None = Field(None, description="When sent (KServe's client does): the URL's model.")
+    model_version: str | None = Field(None, description="When sent: the URL's version, if it names one.")
     parameters: V2InferParameters = Field(default_factory=V2InferParameters)
     inputs: list[V2InferInput] = Field(min_length=1, max_length=1, description="One input: pixels or image.")
     outputs: list[V2RequestedOutput] | None = Field(

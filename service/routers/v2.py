@@ -103,6 +103,12 @@ async def infer_version(
 async def _infer(
     request: Request, dataplane: DataPlane, served: ServedModel, body: V2InferRequest
 ) -> V2InferResponse:
+    for field, value, url in (
+        ("model_name", body.model_name, served.name),
+        ("model_version", body.model_version, served.net.version),
+    ):
+        if value is not None and value != url:
+            raise InvalidRequest(f"the body's {field} {value!r} is not the URL's {url!r}")
     names = requested_outputs(body)
     tensor, spec, most = body.inputs[0], served.net.input_spec, dataplane.settings.max_batch_files
     options = body.parameters

@@ -284,7 +284,11 @@ PIXELS = [0.5] * (3 * 32 * 32)
         (body_of("image", "FP32", [1], [0.5]), "must be BYTES, not FP32"),
         (body_of("photo", "BYTES", [1], ["aGk="]), "body.inputs.0.name: Input should be 'pixels' or 'image'"),
         (body_of("image", "BYTES", [1], ["aGk="], parameters={"engine": "rate"}), "body.parameters.engine"),
-        (body_of("image", "BYTES", [1], ["aGk="], parameters={"top_k": 3}), "body.parameters.top_k"),
+        (body_of("image", "BYTES", [1], ["aGk="], model_name="other"), "model_name 'other' is not the URL's"),
+        (
+            body_of("image", "BYTES", [1], ["aGk="], model_version="9"),
+            "model_version '9' is not the URL's '1'",
+        ),
         (body_of("image", "BYTES", [1], ["aGk="], parameters={"compare": "yes"}), "parameters.compare"),
         (body_of("image", "BYTES", [1.0], ["aGk="]), "body.inputs.0.shape.0: Input should be a valid int"),
         (body_of("image", "BYTES", [1], ["aGk="], extra=1), "body.extra: Extra inputs are not permitted"),
@@ -337,3 +341,19 @@ async def test_401_413_and_503_in_the_protocol_shape(model_dir: Path, tmp_path: 
     async with serve(settings_for(tmp_path)) as client:
         check(await client.get("/v2/health/ready"), 503, "no model could be loaded")  # no path on open routes
         check(await client.post("/v2/models/tiny/infer", json=pixels), 503, "no model could be loaded")
+
+
+@pytest.mark.anyio
+async def test_kserve_bodies_are_accepted_and_unknown_parameters_ignored(client: httpx.AsyncClient) -> None:
+    """What KServe's InferRESTClient sends: id, model_name and version, parameters at both levels."""
+    body = body_of("pixels", "FP32", [1, 3, 32, 32], PIXELS, id="r-1", model_name="tiny", model_version="1")
+    body["parameters"] = {"compare": False, "top_k": 3, "priority": 1}  # unknown keys: ignored
+    body["inputs"][0]["parameters"] = {"content_type": "pixels"}
+    body["outputs"] = [{"name": "probabilities", "parameters": {"classification": 0}}]
+    response = await client.post("/v2/models/tiny/infer", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["id"] == "r-1" and answer["model_name"] == "tiny" and answer["model_version"] == "1"
+    assert [o["name"] for o in answer["outputs"]] == ["probabilities"]
+    body["inputs"][0]["parameters"] = {"binary_data_size": 12288}  # the binary extension: still refused
+    check(await client.post("/v2/models/tiny/infer", json=body), 400, "binary tensor data extension")
