@@ -38,7 +38,9 @@ def decades(first: int, last: int) -> tuple[float, ...]:
 
 SPIKES = decades(1, 9)  # the tiny test models: 1e4; ResNet-20 on CIFAR-10: 2e5; rate-coded and larger: more
 ADDITIONS = decades(2, 11)  # ResNet-20 on CIFAR-10: 3e7 an image; a VGG-16 on ImageNet: about 1e10
-ENERGY_PJ = ADDITIONS  # 0.9 pJ an addition (converter.snn.energy), so the same range as the additions
+PICOJOULE = 1e-12
+# in joules, Prometheus's base unit: 0.9 pJ an addition (converter.snn.energy), the additions' range in pJ
+ENERGY_J = tuple(bound * PICOJOULE for bound in ADDITIONS)
 
 
 class Metrics:
@@ -79,9 +81,9 @@ class Metrics:
             "tsc_synaptic_additions_per_image", "Synaptic additions of one inference.", ADDITIONS
         )
         self.energy = self._per_image(
-            "tsc_energy_per_image_picojoules",
+            "tsc_energy_per_image_joules",
             "Energy estimate of one inference (ImageResult.energy_pj).",
-            ENERGY_PJ,
+            ENERGY_J,
         )
         self.models_loaded = Gauge("tsc_models_loaded", "Models loaded and warmed up.", registry=r)
         self.model_load_failures = Counter(
@@ -122,7 +124,7 @@ class Metrics:
         """Record one image's spikes, synaptic additions and energy estimate."""
         self.spikes.labels(model, engine).observe(result.spikes)
         self.synaptic_additions.labels(model, engine).observe(result.synaptic_additions)
-        self.energy.labels(model, engine).observe(result.energy_pj)
+        self.energy.labels(model, engine).observe(result.energy_pj * PICOJOULE)
 
     def model_loaded(self, model: str, net: SpikingNetwork, loaded: int) -> None:
         """Publish a loaded model's info series (windows: T if uniform, else every layer's) and the count."""

@@ -204,7 +204,7 @@ async def test_metrics_expose_requests_batches_and_spikes(client: httpx.AsyncCli
         'tsc_batch_size_bucket{engine="fast",le="1.0",model="tiny"}',
         'tsc_spikes_per_image_count{engine="fast",model="tiny"}',
         'tsc_synaptic_additions_per_image_count{engine="fast",model="tiny"}',
-        'tsc_energy_per_image_picojoules_count{engine="fast",model="tiny"}',
+        'tsc_energy_per_image_joules_count{engine="fast",model="tiny"}',
         "tsc_models_loaded 2.0",
     ):
         assert line in text, line
