@@ -29,14 +29,20 @@ DEVICE ?= auto
 .PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 distil-resnet20 convert-resnet20 \
         lowt-thirdparty train-vgg16 convert-vgg16 results clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-ray.txt
+# what serving needs (requirements.txt, what the container installs), then everything else (tests, Ray, tools)
+$(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt requirements-ray.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-## serve: start the service on the embedded default model (http://127.0.0.1:8000/docs)
-serve: $(VENV)/.installed
+## serve: start the service on the embedded default model (http://127.0.0.1:8000/docs); installs only
+## what serving needs
+serve: $(VENV)/.runtime
 	$(PY) -m service
 
 ## test: lint and run the whole test suite
