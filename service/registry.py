@@ -81,10 +81,16 @@ class ModelStore:
 
     @property
     def default_name(self) -> str | None:
-        """TSC_DEFAULT_MODEL when it is loaded, else the first loaded model (None while none is)."""
+        """TSC_DEFAULT_MODEL when it is loaded; when it is not set, the first loaded model; else None."""
         if self.settings.default_model in self.models:
             return self.settings.default_model
+        if self._default_configured():
+            return None
         return next(iter(self.models), None)
+
+    def _default_configured(self) -> bool:
+        """Whether TSC_DEFAULT_MODEL was set (rather than left at its built-in value)."""
+        return "default_model" in self.settings.model_fields_set
 
     async def load_all(self, executors: dict[str, Executor]) -> None:
         """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal.
@@ -97,12 +103,11 @@ class ModelStore:
                 await self._load(name, path, executors)
         finally:
             self.loading = False
-        if self.models and self.default_name != self.settings.default_model:
-            log.warning(
-                "TSC_DEFAULT_MODEL %r is not loaded; the default is %r",
-                self.settings.default_model,
-                self.default_name,
-            )
+        missing = self._default_missing(public=False)
+        if self.models and missing is not None:
+            log.error("%s; the service is not ready (requests that name a loaded model are served)", missing)
+        elif self.models and self.default_name != self.settings.default_model:
+            log.warning("the default model is %r (TSC_DEFAULT_MODEL is not set)", self.default_name)
 
     def _discover(self) -> dict[str, Path]:
         model_dir = self.settings.model_dir
@@ -163,13 +168,19 @@ class ModelStore:
         The public form is fit for anyone (no path, file name or hash); the full one names the model
         directory and every checkpoint error, for the log and ``GET /models``.
         """
-        model_dir = self.settings.model_dir
+        return self._unavailable(public) or self._default_missing(public)
+
+    def _unavailable(self, public: bool) -> str | None:
+        """Why no model can be served at all (stopping, loading, none loaded), or None."""
         if self.stopping:
             return "the server is shutting down"
         if self.loading:
-            return "models are loading" if public else f"loading models from {model_dir}"
-        if self.models:
-            return self._default_missing(public)
+            return "models are loading" if public else f"loading models from {self.settings.model_dir}"
+        return None if self.models else self._none_loaded(public)
+
+    def _none_loaded(self, public: bool) -> str:
+        """Why no model is loaded."""
+        model_dir = self.settings.model_dir
         if public:
             return "no model could be loaded; the server log (and GET /models) say why"
         if self.failures:
@@ -184,7 +195,7 @@ class ModelStore:
         the variable is not set, the first loaded model is the default.
         """
         name = self.settings.default_model
-        if "default_model" not in self.settings.model_fields_set or name in self.models:
+        if not self._default_configured() or name in self.models:
             return None
         if public:
             return "the configured default model is not loaded; the server log (and GET /models) say why"
@@ -192,8 +203,11 @@ class ModelStore:
         return f"TSC_DEFAULT_MODEL {name!r} is not loaded: {why}"
 
     def get(self, name: str | None) -> ServedModel:
-        """The named model, or the default; raises NotReady or ModelNotFound."""
-        reason = self.not_ready_reason()
+        """The named model, or the default; raises NotReady or ModelNotFound.
+
+        A request that names a loaded model is served even while a configured default is missing.
+        """
+        reason = self._unavailable(public=True) or (self._default_missing(public=True) if not name else None)
         if reason is not None:
             raise NotReady(reason)
         key = name or self.default_name

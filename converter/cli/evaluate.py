@@ -41,7 +41,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument(
         "--record",
         action="store_true",
-        help="write what was measured into the checkpoint's manifest as its accuracy (weights untouched)",
+        help="write what was measured into the checkpoint's manifest as its accuracy (the checkpoint is "
+        "written again: the same tensors, the manifest sealed anew)",
     )
     p.set_defaults(func=run_evaluate)
     return p

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from converter.snn.engines import ann
 from converter.snn.graph import Graph
-from converter.snn.model import InputSpec, Network
+from converter.snn.model import InputSpec, Network, network_dtype
 from converter.snn.system import atomic_write
 
 SCHEMA_VERSION = 3  # 2: per-layer windows and bias corrections; 3: the manifest's behaviour is sealed
@@ -136,7 +136,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]
             f"{path}: weights do not match the manifest's sha256 (tampered or corrupt): "
             f"expected {expected}, found {actual}"
         )
-    _check_seal(path, manifest, metadata.get(SEAL_KEY))
+    try:
+        _check_seal(path, manifest, metadata.get(SEAL_KEY))
+    except RecursionError:  # a manifest nested deeper than json can hash
+        raise CheckpointError(f"{path}: the manifest is nested too deeply to be a checkpoint's") from None
     return manifest, tensors
 
 
@@ -173,7 +176,7 @@ def write(net: Network, path: str | Path) -> dict[str, Any]:
 def _dry_run(graph: Graph, lams: dict[str, Tensor], spec: InputSpec, path: str | Path) -> None:
     """Run one blank image through the graph so that a malformed one fails at load, not at run time."""
     by_name = graph.by_name
-    dtype = next(iter(lams.values())).dtype if lams else torch.float32
+    dtype = network_dtype(graph, lams)
 
     def check_shape(name: str, activation: Tensor) -> None:
         if tuple(activation.shape[1:]) != by_name[name].shape:
@@ -239,9 +242,12 @@ def _check_values(
     missing = [p.name for p in graph.neurons if p.name not in lams]
     if missing:
         raise CheckpointError(f"{path}: no threshold for neuron layers {missing}")
+    for name in [k for k in lams if k not in graph.by_name]:  # written before unused branches were pruned
+        log.warning("%s: ignoring the threshold of %r, a layer the graph does not have", path, name)
+        del lams[name]
     for name, lam in lams.items():
-        p = graph.by_name.get(name)
-        if p is None or p.kind != "neuron" or lam.dim() > 1 or lam.numel() not in (1, p.shape[0]):
+        p = graph.by_name[name]
+        if p.kind != "neuron" or lam.dim() > 1 or lam.numel() not in (1, p.shape[0]):
             raise CheckpointError(f"{path}: threshold {name!r} of shape {tuple(lam.shape)} fits no layer")
         if not bool(torch.isfinite(lam).all() and (lam > 0).all()):
             raise CheckpointError(f"{path}: threshold {name!r} is not a finite positive number everywhere")
@@ -252,5 +258,5 @@ def _check_values(
     if not all(bool(torch.isfinite(t).all()) for t in (*graph.tensors(), *corrections.values())):
         raise CheckpointError(f"{path}: a weight, bias or correction is not finite (NaN or infinity)")
     labels = manifest["labels"]
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise CheckpointError(f"{path}: labels must be a list of strings")
+    if not isinstance(labels, list) or not all(isinstance(label, (str, int)) for label in labels):
+        raise CheckpointError(f"{path}: labels must be a list of strings (or whole numbers)")

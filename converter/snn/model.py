@@ -19,6 +19,16 @@ from converter.snn.windows import Schedule, check_windows, uniform
 N = TypeVar("N", bound="Network")  # a network class: copies keep it
 
 
+def _first_tensor(graph: Graph, lams: dict[str, Tensor], default: Tensor) -> Tensor:
+    """The first float tensor of the thresholds or the graph (a network without neurons has no lam)."""
+    return next((t for t in chain(lams.values(), graph.tensors()) if t.is_floating_point()), default)
+
+
+def network_dtype(graph: Graph, lams: dict[str, Tensor]) -> torch.dtype:
+    """What a network of ``graph`` and ``lams`` computes in: its tensors' float type (float32 if none)."""
+    return _first_tensor(graph, lams, torch.zeros(())).dtype
+
+
 def check_pixels(images: Tensor, what: str) -> None:
     """Raise ``ValueError`` unless every value of ``images`` is a pixel in [0, 1] (NaN is not)."""
     low, high = (images.min().item(), images.max().item()) if images.numel() else (0, 0)
@@ -76,16 +86,16 @@ class Network:
         self.corrections = corrections or {}  # bias corrections the spiking engines add (error-aware)
         self.windows = check_windows(graph, uniform(graph, T) if isinstance(T, int) else T)
         self.schedule = Schedule.build(graph, self.windows)
-        self.name, self.version, self.labels, self.input_spec = name, version, list(labels), input_spec
+        if not all(isinstance(label, (str, int)) and not isinstance(label, bool) for label in labels):
+            raise ValueError(f"labels must be strings (or whole numbers), got {labels!r}")
+        self.name, self.version, self.input_spec = name, version, input_spec
+        self.labels = [str(label) for label in labels]
         self.calibration, self.provenance, self.accuracy = calibration, provenance, accuracy or {}
         self.term_fanouts = term_fanouts(graph)
         self.fanouts = fanouts(graph, self.term_fanouts)
         self.ann_macs = ann_macs(graph)
-        first = next(chain(lams.values(), graph.tensors()), None)  # a network without neurons has no lam
-        self.dtype: torch.dtype = (
-            torch.float32 if first is None else first.dtype
-        )  # what the engines compute in
-        self.device: torch.device = torch.device("cpu") if first is None else first.device  # and where
+        self.dtype: torch.dtype = network_dtype(graph, lams)  # what the engines compute in
+        self.device: torch.device = _first_tensor(graph, lams, torch.zeros(())).device  # and where
 
     @property
     def T(self) -> int:
@@ -115,11 +125,14 @@ class Network:
 
     def to(self: N, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> N:
         """Copy computing in ``dtype`` (float64 for exact engine comparisons) and/or on ``device``."""
+        graph = self.graph.to(dtype, device)
+        lams = {k: v.to(device=device, dtype=dtype) for k, v in self.lams.items()}
         return self._copy(
             dtype=self.dtype if dtype is None else dtype,
-            device=self.device if device is None else torch.device(device),
-            graph=self.graph.to(dtype, device),
-            lams={k: v.to(device=device, dtype=dtype) for k, v in self.lams.items()},
+            # read back from a moved tensor: "cuda" lands on "cuda:0"
+            device=_first_tensor(graph, lams, torch.zeros((), device=device or self.device)).device,
+            graph=graph,
+            lams=lams,
             corrections={k: v.to(device=device, dtype=dtype) for k, v in self.corrections.items()},
             term_fanouts={k: [f.to(device) for f in v] for k, v in self.term_fanouts.items()},
             fanouts={k: v.to(device) for k, v in self.fanouts.items()},
@@ -171,6 +184,7 @@ class Network:
                     "kind": p.kind,
                     "shape": list(p.shape),
                     "stage": p.stage,
+                    "window": p.stage,  # the stage under its former name, for clients that read it
                     "steps": self.window(p.name) if p.kind != "output" else None,
                     "start": self.schedule.start[p.name],
                     "origin": p.origin,

@@ -53,6 +53,6 @@ def load(path: str | Path) -> SpikingNetwork:
         raise CheckpointError(
             f"{path}: manifest is incomplete or inconsistent ({type(e).__name__}: {e})"
         ) from None
-    if manifest["T"] != net.T or net.timesteps != manifest.get("latency_steps", net.timesteps):
+    if manifest.get("T", net.T) != net.T or net.timesteps != manifest.get("latency_steps", net.timesteps):
         raise CheckpointError(f"{path}: T and latency_steps disagree with the windows")
     return net

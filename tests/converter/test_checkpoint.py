@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from converter import CheckpointError, convert, load
 from converter.snn.checkpoint import SEAL_KEY, load_checkpoint, manifest_sha256, save_checkpoint
+from converter.snn.quantise import ClipFloor, InputQuant
 from tests.converter.nets import NetConfig, images, make_net
 
 
@@ -294,3 +295,31 @@ def test_a_deeply_nested_manifest_is_a_checkpoint_error(net, tmp_path):
     (path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CheckpointError, match="manifest"):
         load(path)
+
+
+class UnusedBranch(torch.nn.Module):
+    """A clip-floor trained network with a branch the output does not use (its layer is pruned)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = InputQuant(4)
+        self.conv, self.spare = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
+        self.act, self.unused = ClipFloor(4, 1.5), ClipFloor(4, 2.0)
+        self.head = torch.nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        x = self.quant(x)
+        self.unused(self.spare(x))
+        return self.head(self.act(self.conv(x)).flatten(1))
+
+
+def test_networks_the_converter_writes_load_back(tmp_path):
+    """Pruned trained layers, whole-number labels, a network without neurons in float64."""
+    x = images(4)
+    pruned = convert(UnusedBranch().eval(), x, T="trained", labels=[0, 1, 2])
+    assert pruned.labels == ["0", "1", "2"] and len(pruned.lams) == 1
+    pruned.save(tmp_path / "pruned")
+    assert load(tmp_path / "pruned").labels == ["0", "1", "2"]
+    linear = convert(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).eval(), x, T=4)
+    linear.to(torch.float64).save(tmp_path / "linear")
+    assert load(tmp_path / "linear").dtype == torch.float64

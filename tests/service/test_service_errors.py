@@ -215,6 +215,12 @@ async def test_not_ready_while_the_configured_default_model_failed_to_load(
         body = check(await client.get("/readyz"), 503, "not_ready")
         assert body["detail"].startswith("the configured default model is not loaded")
         check(await client.post("/classify", files=upload(png)), 503, "not_ready")  # not another model
+        named = await client.post("/classify", params={"model": "tiny"}, files=upload(png))
+        assert named.status_code == 200, named.text  # a request naming a loaded model is served
+        assert (await client.get("/models/tiny")).status_code == 200
+        assert (await client.get("/v2/models/tiny/ready")).status_code == 200
+        listing = (await client.get("/models")).json()
+        assert listing["default_model"] is None and not any(m["default"] for m in listing["models"])
         reason = (await client.get("/models")).json()["not_ready"]
         assert "TSC_DEFAULT_MODEL 'main' is not loaded" in reason
         assert "weights.safetensors is missing" in reason

@@ -119,7 +119,9 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
             f"the model must return logits of shape (batch, classes), not (batch, *{shape})"
         )
     b.populations.append(Population("output", "output", shape, terms, origin="output"))
-    return Graph(_reachable(b.populations)), b.fixed_lams
+    graph = Graph(_reachable(b.populations))
+    # trained levels of layers the output does not depend on (an unused branch) went with their layers
+    return graph, {k: v for k, v in b.fixed_lams.items() if k in graph.by_name}
 
 
 def _no_rule(node: fx.Node, modules: dict[str, nn.Module]) -> str:
