@@ -12,7 +12,12 @@ from converter.snn.system import lazy_exports
 
 if TYPE_CHECKING:
     from converter.conversion.pipeline import convert
-    from converter.conversion.trace import ConversionError
+    from converter.conversion.trace import (
+        ConversionError,
+        register_function,
+        register_method,
+        register_module,
+    )
     from converter.snn.checkpoint import CheckpointError
     from converter.snn.model import InputSpec
     from converter.snn.network import SpikingNetwork, load
@@ -27,6 +32,9 @@ _HOMES = {
     "SpikingNetwork": "converter.snn.network",
     "convert": "converter.conversion.pipeline",
     "load": "converter.snn.network",
+    "register_function": "converter.conversion.trace",
+    "register_method": "converter.conversion.trace",
+    "register_module": "converter.conversion.trace",
 }
 __all__ = [
     "CheckpointError",
@@ -37,6 +45,9 @@ __all__ = [
     "SpikingNetwork",
     "convert",
     "load",
+    "register_function",
+    "register_method",
+    "register_module",
 ]
 
 __getattr__ = lazy_exports(__name__, _HOMES)

@@ -44,9 +44,17 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
+LAZY_ROOTS = ("converter", "converter.snn")  # packages whose __init__ imports nothing at run time
+
+
 def _edges(name: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules ``name`` imports."""
-    return {m for m in _imports(name, path, known) if m in known and m != name}
+    """The project modules ``name`` imports, with the packages whose ``__init__`` importing them runs
+    (``a.b`` for ``a.b.c``) when ``name`` is outside them (inside, the package is already running); not
+    the lazy roots, whose ``__init__`` imports nothing at run time (checked below)."""
+    found = {m for m in _imports(name, path, known) if m in known}
+    parents = {m.rsplit(".", i)[0] for m in found for i in range(1, m.count(".") + 1)}
+    outside = {p for p in parents if not (name == p or name.startswith(p + "."))}
+    return {m for m in found | outside if m in known and m not in LAZY_ROOTS and m != name}
 
 
 @functools.cache
@@ -128,13 +136,13 @@ def test_the_runtime_imports_no_build_module() -> None:
 
 @pytest.mark.parametrize("package", ["service", "deploy"])
 def test_the_service_reaches_the_converter_only_through_the_runtime_package(package: str) -> None:
-    graph = _graph()
+    modules = _modules()
     doors = {
-        dep
-        for m, deps in graph.items()
-        if m.startswith(package)
-        for dep in deps
-        if dep.startswith("converter")
+        imported
+        for name, path in modules.items()
+        if name.startswith(package)
+        for imported in _imports(name, path, set(modules))
+        if imported.split(".")[0] == "converter"
     }
     assert doors <= {"converter.snn"}
     if package == "service":
@@ -152,3 +160,39 @@ def test_no_public_name_is_shadowed_by_a_submodule(package: str) -> None:
     exported = set(importlib.import_module(package).__all__)
     submodules = {p.stem for p in (ROOT / package.replace(".", "/")).iterdir()}
     assert exported & submodules == set()
+
+
+def test_function_level_and_type_checking_imports_are_seen(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from converter.snn.model import Network\n"
+        "def run():\n    from converter.snn import engines\n    import service.settings\n"
+    )
+    known = set(_modules())
+    expected = {"converter.snn.model", "converter.snn.engines", "service.settings"}
+    assert expected <= _imports("probe", source, known)
+    assert _edges("probe", source, known) == expected | {"service"}  # service/__init__ runs too
+
+
+@pytest.mark.parametrize("root", LAZY_ROOTS)
+def test_the_lazy_roots_import_nothing_at_run_time_and_export_what_is_imported(root: str) -> None:
+    """Their __init__ runs only ``lazy_exports``; every name the project imports from them is exported."""
+    path = _modules()[root]
+    tree = ast.parse(path.read_text())
+    runtime = [
+        node
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node.module not in ("__future__", "typing")
+    ]
+    assert [node.module for node in runtime] == ["converter.snn.system"]
+    exported = set(importlib.import_module(root).__all__)
+    asked = {
+        alias.name
+        for p in _modules().values()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == root
+        for alias in node.names
+    }
+    submodules = {p.stem for p in (ROOT / root.replace(".", "/")).iterdir()}
+    assert asked - submodules <= exported

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
@@ -15,7 +14,6 @@ from converter.snn import InputSpec
 from service.dataplane import DataPlane
 from service.errors import ClientDisconnected
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 # C0 and C1 controls, DEL, and the bidirectional marks, embeddings, overrides and isolates
 UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

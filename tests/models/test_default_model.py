@@ -47,7 +47,7 @@ def test_manifest_describes_a_cifar10_model(net):
     acc = net.accuracy
     assert acc["images"] == 10_000 and "cifar10-binary-lossless" in acc["dataset"]
     # measured as it is served: the fast engine in the service's default precision
-    assert (acc["engine"], acc["precision"]) == ("fast", Settings().precision)
+    assert (acc["engine"], acc["precision"]) == ("fast", Settings.model_fields["precision"].default)
     # the lossless (clip-floor) model: the SNN's measured accuracy equals the trained ANN's
     (tsc,) = acc["tsc"].values()
     assert abs(tsc - acc["ann"]) <= 0.001

@@ -93,16 +93,16 @@ async def test_a_run_of_large_decodes_hands_its_memory_back_once(
         assert images.MALLOC_TRIM is not None
     trims: list[int] = []
     monkeypatch.setattr(images, "MALLOC_TRIM", trims.append)
-    runtime = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
-    await runtime.start()
+    dataplane = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
+    await dataplane.start()
     try:
-        await runtime.decode(flat_png(64, 64), None, SPEC, "small")
+        await dataplane.decode(flat_png(64, 64), None, SPEC, "small")
         assert trims == []
         large = flat_png(1200, 1000)
-        await asyncio.gather(*(runtime.decode(large, None, SPEC, f"large-{i}") for i in range(3)))
+        await asyncio.gather(*(dataplane.decode(large, None, SPEC, f"large-{i}") for i in range(3)))
         await eventually(lambda: trims == [0], "the memory was not handed back")
     finally:
-        await runtime.stop()
+        await dataplane.stop()
     assert trims == [0]  # once, after the last of the three
 
 
@@ -125,14 +125,14 @@ async def test_large_decodes_take_turns_and_small_ones_pass_them(
         return torch.zeros(channels, height, width)
 
     monkeypatch.setattr("service.dataplane.decode_pixels", slow_decode)
-    runtime = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
-    await runtime.start()
+    dataplane = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1))
+    await dataplane.start()
     try:
         large, small = flat_png(1200, 1000), flat_png(64, 64)
-        decodes = [runtime.decode(large, None, SPEC, f"large-{i}") for i in range(3)]
-        await asyncio.gather(*decodes, runtime.decode(small, None, SPEC, "small"))
+        decodes = [dataplane.decode(large, None, SPEC, f"large-{i}") for i in range(3)]
+        await asyncio.gather(*decodes, dataplane.decode(small, None, SPEC, "small"))
     finally:
-        await runtime.stop()
+        await dataplane.stop()
     assert most == 1  # one large decode at a time
     assert finished.index("small") < 2  # the small one did not wait for the large ones
 

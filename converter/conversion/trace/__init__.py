@@ -133,7 +133,7 @@ def _no_rule(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if base is not None:
         return (
             f"{type(m).__name__} subclasses {base.__name__} but overrides forward(), so it may compute "
-            f"something else; register a rule for it with converter.conversion.trace.register_module"
+            f"something else; register a rule for it with converter.register_module"
         )
     return f"{type(m).__name__} has no TSC equivalent (spec section 4)"
 
