@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ def error_response(
     return JSONResponse(content, status_code=status, headers=headers)
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _code(status: int) -> str:
     return "payload_too_large" if status == 413 else HTTPStatus(status).phrase.lower().replace(" ", "_")
 
@@ -126,7 +130,21 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status, protocol = exc.status_code, is_protocol(request.scope)
-    return error_response(status, _code(status), exc.detail, exc.headers, protocol=protocol)
+    headers = exc.headers
+    if status == 405:  # Starlette names the first route of the path; a path may have one per method
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return error_response(status, _code(status), exc.detail, headers, protocol=protocol)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on the request's path (mounted apps answer for
+    themselves)."""
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -254,3 +254,11 @@ async def test_probes_may_send_head_and_every_operation_has_its_own_id(fresh: ht
     paths = (await fresh.get("/openapi.json")).json()["paths"]
     ids = [op["operationId"] for methods in paths.values() for op in methods.values()]
     assert len(ids) == len(set(ids))  # client generators need one id per operation
+
+
+async def test_405_lists_every_method_of_the_path(fresh: httpx.AsyncClient) -> None:
+    """GET and HEAD of one path are separate routes (one operation id each); Allow names both."""
+    for path in ("/livez", "/readyz", "/metrics"):
+        response = await fresh.request("OPTIONS", path)
+        assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD", path
+    assert (await fresh.delete("/classify")).headers["allow"] == "POST"
