@@ -108,7 +108,7 @@ def error_response(
     return JSONResponse(content, status_code=status, headers=headers)
 
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # what a 405's Allow can name
 
 
 def _code(status: int) -> str:
