@@ -41,6 +41,9 @@ REDUCIBLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbC
 REDUCED_ON_LOAD = ("JPEG",)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale; every other format in full
 REDUCING_GAP = 3.0  # box-reduce to at least this many times the input side, then resample (Pillow's idea)
 LARGE_PIXELS = 1_000_000  # a decode over this waits for a large-decode slot; memory is returned after
+# libjpeg's progressive mode writes 10 scans, optimising encoders a few more; each costs a pass over the image
+MAX_JPEG_SCANS = 100
+FULL_PIXELS = "tsc_full_pixels"  # info key: the pixels a progressive JPEG decodes, whatever scale it draws
 
 # The pixel limits are checked in open_image; Pillow's own error at twice its default stays.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -99,13 +102,31 @@ def open_image(
                 "send a smaller image or a JPEG"
             )
         if fmt == "JPEG":
+            _check_scans(data, image)
             image.draft(None, (side, side))  # libjpeg decodes at the smallest scale that covers the input
     return image
 
 
+def _check_scans(data: bytes, image: Image.Image) -> None:
+    """Refuse a JPEG with more scans than any encoder writes (each one costs a pass over every pixel).
+
+    Start-of-scan markers cannot occur inside entropy-coded data (an 0xFF byte there is followed by 0x00
+    or a restart marker), so counting them counts the scans (an EXIF thumbnail's may add a few). A
+    progressive JPEG is decoded in full before it is scaled: its cost is its full size.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise PayloadTooLarge(
+            f"the JPEG has {scans} scans, more than the {MAX_JPEG_SCANS} any encoder writes; re-encode it"
+        )
+    if image.info.get("progressive") or image.info.get("progression"):
+        image.info[FULL_PIXELS] = image.width * image.height
+
+
 def is_large(image: Image.Image) -> bool:
-    """Whether decoding ``image`` (as opened, after any reduce-on-load) is large: over LARGE_PIXELS."""
-    return image.width * image.height > LARGE_PIXELS
+    """Whether decoding ``image`` is large: over LARGE_PIXELS as opened (after any reduce-on-load), or, for
+    a progressive JPEG, at its full size."""
+    return image.info.get(FULL_PIXELS, image.width * image.height) > LARGE_PIXELS
 
 
 def decode_pixels(image: Image.Image, channels: int, height: int, width: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import struct
+import time
 import zlib
 
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from servicetools import encode, picture
 
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from service.images import crop_box, decode_image, sniff_format
+from service.images import crop_box, decode_image, is_large, open_image, sniff_format
 
 LIMIT = 40_000_000
 
@@ -198,3 +199,27 @@ def test_every_size_decodes(fmt: str) -> None:
         data = encode(Image.new("RGB", (w, h), (200, 100, 50)), fmt)
         pixels = decode_image(data, None, 3, 32, 32, LIMIT)
         assert pixels.shape == (3, 32, 32), (w, h)
+
+
+def _progressive(size: tuple[int, int], repeat_last_scan: int = 0) -> bytes:
+    """A progressive JPEG whose last scan is written ``repeat_last_scan`` more times (a scan bomb)."""
+    data = encode(Image.new("RGB", size, (90, 140, 200)), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * repeat_last_scan + data[-2:]
+
+
+def test_a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decoding() -> None:
+    assert decode(_progressive((640, 480))).shape == (3, 32, 32)  # an ordinary progressive JPEG
+    bomb = _progressive((640, 480), repeat_last_scan=10_000)
+    started = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match=r"has 10\d\d\d scans, more than the 100 any encoder writes"):
+        decode(bomb)
+    assert time.perf_counter() - started < 1  # refused from the bytes, not after 10,000 passes
+
+
+def test_a_progressive_jpeg_is_as_large_as_its_full_size() -> None:
+    """libjpeg reduces a baseline JPEG while decoding; a progressive one is decoded in full first."""
+    baseline = open_image(encode(Image.new("RGB", (2000, 2000)), "JPEG"), None, 32, LIMIT)
+    progressive = open_image(_progressive((2000, 2000)), None, 32, LIMIT)
+    assert baseline.size == progressive.size == (250, 250)  # both drawn at 1/8
+    assert not is_large(baseline) and is_large(progressive)
