@@ -19,7 +19,7 @@ from converter.training.clipfloor import CLIP_PREFIX, clip_floor_init, clip_floo
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
 from converter.training.models import MODEL_NAMES, build_model, input_size
 from converter.training.runs import ResumeError, save_safetensors
-from converter.training.train import SCHEDULES, train
+from converter.training.train import SCHEDULES, Distillation, train
 from converter.training.trained import TrainedModelError, load_trained
 
 RUN_FILES = ("state.json", "last.safetensors", "best.safetensors", "log.jsonl")
@@ -197,12 +197,13 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.clip_floor:
         images = to_float(train_set.images[:512])
         model = clip_floor_init(model, images, args.clip_floor, input_T=args.clip_floor_input)
-    teacher = None
+    distil = None
     if args.teacher is not None:
         try:
             teacher = load_trained(args.teacher, args.model, args.num_classes).model
         except TrainedModelError as exc:
             raise CommandError(f"--teacher: {exc}") from None
+        distil = Distillation(teacher, args.kd_temperature, args.kd_weight)
     stream = sys.stderr if args.json else sys.stdout
     if args.restart:
         for name in RUN_FILES:
@@ -229,9 +230,7 @@ def run_train(args: argparse.Namespace) -> int:
             label_smoothing=args.label_smoothing,
             threads=args.threads,
             ema_decay=args.ema,
-            teacher=teacher,
-            kd_temperature=args.kd_temperature,
-            kd_weight=args.kd_weight,
+            distil=distil,
         )
     except (ResumeError, OSError) as exc:
         raise CommandError(str(exc)) from None

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,22 +83,38 @@ def evaluate_accuracy(
     return correct.item() / max(1, len(dataset))
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation: a trained ``teacher``, the softening ``temperature``, the soft ``weight``."""
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    weight: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not (self.temperature > 0 and 0 <= self.weight <= 1):
+            raise ValueError(
+                f"need temperature > 0 and weight in [0, 1], got {self.temperature}, {self.weight}"
+            )
+
+
 def distillation_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     teacher_logits: torch.Tensor | None,
-    cfg: dict,
+    label_smoothing: float,
+    distil: Distillation | None,
 ) -> torch.Tensor:
     """Cross-entropy with the labels, blended with knowledge distillation when there is a teacher.
 
     ``(1 - a) * CE(logits, labels) + a * tau^2 * KL(softmax(t / tau) || softmax(s / tau))`` with
-    ``a = cfg["kd_weight"]`` and ``tau = cfg["kd_temperature"]`` (Hinton et al., 2015): the ``tau^2`` keeps
-    the soft term's gradients on the scale of the hard one's.
+    ``a = distil.weight`` and ``tau = distil.temperature`` (Hinton et al., 2015): the ``tau^2`` keeps the
+    soft term's gradients on the scale of the hard one's.
     """
-    hard = F.cross_entropy(logits, labels, label_smoothing=cfg["label_smoothing"])
-    if teacher_logits is None:
+    hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    if teacher_logits is None or distil is None:
         return hard
-    tau, weight = cfg["kd_temperature"], cfg["kd_weight"]
+    tau, weight = distil.temperature, distil.weight
     soft = F.kl_div(
         F.log_softmax(logits.float() / tau, dim=1),
         F.log_softmax(teacher_logits.float() / tau, dim=1),
@@ -124,11 +141,11 @@ def _train_epoch(
     cfg: dict,
     device: torch.device,
     ema: AveragedModel | None,
-    teacher: nn.Module | None = None,
+    distil: Distillation | None = None,
 ) -> dict:
     """One pass over ``data`` (``ema`` follows every step); returns loss, accuracy, last lr and images/s.
 
-    A ``teacher`` (in eval mode, no gradient) sees the same augmented images as the model.
+    A ``distil.teacher`` (in eval mode, no gradient) sees the same augmented images as the model.
     """
     model.train()
     steps = max(1, len(data) // batch_size)
@@ -150,11 +167,12 @@ def _train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with _autocast(device, cfg["amp"]):
-            if teacher is not None:
+            teacher_logits = None
+            if distil is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(inputs)
+                    teacher_logits = distil.teacher(inputs)
             logits = model(inputs)
-            loss = distillation_loss(logits, labels, teacher_logits if teacher else None, cfg)
+            loss = distillation_loss(logits, labels, teacher_logits, cfg["label_smoothing"], distil)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -202,16 +220,14 @@ def train(
     label_smoothing: float = 0.0,
     threads: int | None = None,
     ema_decay: float = 0.0,
-    teacher: nn.Module | None = None,
-    kd_temperature: float = 4.0,
-    kd_weight: float = 0.9,
+    distil: Distillation | None = None,
 ) -> dict:
     """Train all parameters of ``model`` in place with nesterov SGD; resumes a matching run in ``out_dir``.
 
     With ``ema_decay`` > 0 an exponential moving average of the weights and BatchNorm statistics,
     ``w_ema <- decay * w_ema + (1 - decay) * w`` after every step, is what is tested, kept as best and
-    left in ``model`` at the end. With a ``teacher`` the loss is ``distillation_loss``: the labels blended
-    with the teacher's temperature-softened answers (``kd_weight``, ``kd_temperature``).
+    left in ``model`` at the end. With ``distil`` the loss is ``distillation_loss``: the labels blended
+    with a teacher's temperature-softened answers.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -219,10 +235,6 @@ def train(
         raise ValueError("epochs, batch_size, eval_every and the training set size must all be positive")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-    if teacher is not None and not (kd_temperature > 0 and 0 <= kd_weight <= 1):
-        raise ValueError(
-            f"need kd_temperature > 0 and kd_weight in [0, 1], got {kd_temperature}, {kd_weight}"
-        )
     device = torch.device(device)
     if device.type == "cpu":
         torch.set_num_threads(threads or available_cores())
@@ -239,10 +251,11 @@ def train(
     }  # fmt: skip
     if ema_decay:  # absent when off: runs from before EMA existed still resume
         args["ema_decay"] = ema_decay
-    if teacher is not None:  # likewise absent without a teacher
-        args["kd"] = {"temperature": kd_temperature, "weight": kd_weight, "teacher": fingerprint(teacher)}
-        teacher = teacher.to(device=device, memory_format=MEMORY_FORMAT).eval()
-        for param in teacher.parameters():
+    if distil is not None:  # likewise absent without a teacher
+        args["kd"] = {"temperature": distil.temperature, "weight": distil.weight}
+        args["kd"]["teacher"] = fingerprint(distil.teacher)
+        distil.teacher.to(device=device, memory_format=MEMORY_FORMAT).eval()
+        for param in distil.teacher.parameters():
             param.requires_grad_(False)
     ema = None
     if ema_decay:
@@ -251,7 +264,6 @@ def train(
     bf16 = amp and native_bf16(device)  # what every epoch of this call computes in, recorded with it
     cfg = {
         "seed": seed, "augment": augment, "amp": bf16, "label_smoothing": label_smoothing,
-        "kd_temperature": kd_temperature, "kd_weight": kd_weight,
     }  # fmt: skip
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
@@ -281,7 +293,7 @@ def train(
             cfg=cfg,
             device=device,
             ema=ema,
-            teacher=teacher,
+            distil=distil,
         )
         evaluate = epoch % eval_every == 0 or epoch == epochs
         record["test_acc"] = evaluate_accuracy(tested, test_set, 500, device) if evaluate else None

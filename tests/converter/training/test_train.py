@@ -328,15 +328,17 @@ def test_cli_help(capsys):
 def test_distillation_loss_blends_labels_and_the_teachers_softened_answers():
     torch.manual_seed(0)
     logits, teacher, labels = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 4, (8,))
-    cfg = {"label_smoothing": 0.0, "kd_temperature": 4.0, "kd_weight": 0.9}
+    distil = train_module.Distillation(nn.Identity(), temperature=4.0, weight=0.9)
     hard = torch.nn.functional.cross_entropy(logits, labels)
-    assert train_module.distillation_loss(logits, labels, None, cfg) == hard
-    assert torch.allclose(train_module.distillation_loss(logits, labels, logits, cfg), 0.1 * hard)  # KL 0
+    assert train_module.distillation_loss(logits, labels, None, 0.0, distil) == hard
+    assert torch.allclose(train_module.distillation_loss(logits, labels, logits, 0.0, distil), 0.1 * hard)
     soft = torch.nn.functional.kl_div(
         torch.log_softmax(logits / 4, 1), torch.softmax(teacher / 4, 1), reduction="batchmean"
     )
     expected = 0.1 * hard + 0.9 * 16 * soft
-    assert torch.allclose(train_module.distillation_loss(logits, labels, teacher, cfg), expected)
+    assert torch.allclose(train_module.distillation_loss(logits, labels, teacher, 0.0, distil), expected)
+    with pytest.raises(ValueError, match="weight in"):
+        train_module.Distillation(nn.Identity(), weight=1.5)
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(data):
@@ -353,7 +355,8 @@ def test_distillation_pulls_the_student_towards_the_teacher(data):
         torch.manual_seed(1)
         model = nn.Sequential(*list(tiny_model())[:-1], nn.Linear(16, 4))
         options = {"epochs": 2, "lr": 0.05, "warmup_epochs": 0, "amp": False, "log": lambda _: None}
-        train(model, train_set, test_set, teacher=teach, kd_weight=1.0, **options)
+        distil = None if teach is None else train_module.Distillation(teach, weight=1.0)
+        train(model, train_set, test_set, distil=distil, **options)
         return model
 
     assert disagreement(student(teacher)) < disagreement(student(None))
