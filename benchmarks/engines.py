@@ -1,4 +1,4 @@
-"""Engine throughput on ResNet-20: ANN forward vs the fast engine (float32, float64) vs the stepped engine.
+"""Engine throughput on ResNet-20: ANN forward vs the fast engine (float32, float64, guarded) vs stepped.
 
     python -m benchmarks.engines [--batch 256] [--T 16] [--repeats 5]
 
@@ -44,9 +44,9 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _disagreement(net32: object, net64: object, x: torch.Tensor) -> dict[str, float]:
-    """How far float32's answers are from float64's (the spec's levels) on the images ``x``."""
-    a = net32.run(x, keep_durations=True)
+def _disagreement(net32: object, net64: object, x: torch.Tensor, engine: str = "fast") -> dict[str, float]:
+    """How far ``engine``'s float32 answers are from float64's (the spec's levels) on the images ``x``."""
+    a = net32.run(x, engine, keep_durations=True)
     b = net64.run(x, keep_durations=True)
     differs = torch.zeros(x.shape[0], dtype=torch.bool)
     neurons = changed = 0
@@ -81,6 +81,7 @@ def main() -> None:
         "ann (nn.Module forward)": (lambda: model(x), args.batch),
         "fast engine + counts": (lambda: net.run(x), args.batch),
         "fast engine, float64": (lambda: net64.run(x), args.batch),
+        "exact engine (float32, guarded)": (lambda: net.run(x, "exact"), args.batch),
         "stepped engine": (lambda: net.run(small, "stepped"), args.stepped_batch),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -101,6 +102,8 @@ def main() -> None:
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
         "fast_cost_vs_ann": round(ann / rate["fast engine + counts"], 3),
         "fast_float64_cost_vs_ann": round(ann / rate["fast engine, float64"], 3),
+        "exact_cost_vs_ann": round(ann / rate["exact engine (float32, guarded)"], 3),
+        "exact_vs_float64": _disagreement(net, net64, x, "exact"),
         "float32_vs_float64": _disagreement(net, net64, x),
         "stepped_cost_vs_ann": round(ann / rate["stepped engine"], 1),
     }
@@ -119,6 +122,12 @@ def main() -> None:
         f"{100 * agree['images_with_other_durations']:.1f}% of images "
         f"({agree['neurons_with_other_durations']:.2e} of neurons), other top-1 on "
         f"{100 * agree['images_with_other_top1']:.1f}%"
+    )
+    guarded = result["exact_vs_float64"]
+    print(
+        f"exact engine costs {result['exact_cost_vs_ann']:.2f}x the ANN forward (float64: "
+        f"{result['fast_float64_cost_vs_ann']:.2f}x); images whose durations differ from float64's: "
+        f"{100 * guarded['images_with_other_durations']:.1f}%"
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from converter.snn.engines import ann, fast, rate, stepped
+from converter.snn.engines import ann, exact, fast, rate, stepped
 from converter.snn.results import RunResult
 
 if TYPE_CHECKING:
@@ -63,6 +63,13 @@ ENGINES: dict[str, Engine] = {
             "tsc",
             "interactive",
             "TSC in closed form, exact counts (spec section 3)",
+        ),
+        Engine(
+            "exact",
+            lambda net, x, o: exact.run(net, x, o.keep_durations),
+            "tsc",
+            "interactive",
+            "the fast engine in float32 with a rounding guard: float64's levels and counts (spec section 7)",
         ),
         Engine(
             "stepped",

@@ -102,7 +102,8 @@ class Plan:
         }
 
 
-def _integrate(paths: list[tuple[str, list[Op]]], d: dict[str, Tensor]) -> Tensor:
+def integrate(paths: list[tuple[str, list[Op]]], d: dict[str, Tensor]) -> Tensor:
+    """A layer's input summed over its synapse paths from the sources' durations ``d``."""
     z: Tensor | None = None
     for source, ops in paths:
         only = ops[0] if len(ops) == 1 else None
@@ -138,7 +139,7 @@ def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult
     for p in net.graph.populations:
         updates = net.schedule.updates(p) * p.size
         if p.kind == "output":
-            logits = _integrate(plan.paths[p.name], d)
+            logits = integrate(plan.paths[p.name], d)
             layers.append(LayerCounts.of(p, zeros, zeros, updates))
             break
         T = net.window(p.name)
@@ -147,7 +148,7 @@ def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult
         elif p.kind == "switch":
             d[p.name] = p.pool(d[p.source])
         else:
-            d[p.name] = _integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
+            d[p.name] = integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(LayerCounts.of(p, zeros if p.kind == "switch" else spikes, additions, updates))
     return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)

@@ -1,0 +1,92 @@
+"""The guarded float32 engine gives float64's levels, counts and logits: on random networks, on networks whose
+neurons sit exactly on level boundaries, and on the default model with real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.thirdparty import SHARED
+from converter import convert, load
+from converter.snn.engines import exact
+from tests.converter.nets import NetConfig, images, make_net
+from tests.converter.test_engines import configs
+
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "resnet20-cifar10"
+
+
+def _assert_float64s(net, x) -> None:
+    """The exact engine on the float32 network answers what the fast engine answers in float64."""
+    ours = net.run(x, "exact", keep_durations=True)
+    reference = net.to(torch.float64).run(x.double(), "fast", keep_durations=True)
+    assert ours.durations.keys() == reference.durations.keys()
+    for name, d in reference.durations.items():
+        assert torch.equal(ours.durations[name].double(), d), name
+    assert torch.equal(ours.logits, reference.logits)
+    for a, b in zip(ours.layers, reference.layers, strict=True):
+        assert torch.equal(a.spikes, b.spikes) and torch.equal(a.synaptic_additions, b.synaptic_additions), (
+            a.name
+        )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cfg=configs,
+    seed=st.integers(0, 10_000),
+    T=st.sampled_from([1, 2, 3, 5, 8, 16]),
+    shift=st.sampled_from([0, 0.5]),
+    per_channel=st.booleans(),
+)
+# a channel fed by a dead one is its constant bias, so its lam equals it: every neuron sits on a level
+@example(cfg=NetConfig(3, 1, 1, 0, True, True, False, "avg", 6, 5), seed=0, T=1, shift=0, per_channel=True)
+def test_exact_equals_float64_on_random_networks(cfg, seed, T, shift, per_channel):
+    x = images(6, cfg.size, seed)
+    net = convert(make_net(cfg, seed), x, T=T, shift=shift, percentile=99.0, per_channel=per_channel)
+    _assert_float64s(net, x)
+
+
+@pytest.mark.parametrize("bias", [0.7, 1.3, 2.9, 0.123])
+def test_neurons_exactly_on_a_level_reach_it(bias):
+    """Calibrated to its own constant value, a channel lies exactly on level T: float64 and exact say T."""
+    cfg = NetConfig(channels=2, kernel=1, padding=0, batchnorm=False, pool="none")
+    model = make_net(cfg, 1)
+    with torch.no_grad():
+        model.conv1.weight.zero_()
+        model.conv1.bias.fill_(bias)
+    x = images(3, cfg.size, 1)
+    for T in (1, 3, 5, 16):
+        net = convert(model, x, T=T, shift=0.0, percentile=99.0)
+        run = net.run(x, "exact", keep_durations=True)
+        first = next(n for n in run.durations if n != "input")
+        assert torch.equal(run.durations[first], torch.full_like(run.durations[first], T)), T
+        _assert_float64s(net, x)
+
+
+def test_a_residual_network_is_guarded_rather_than_computed_in_float64():
+    """The layers of a residual network split into exact and small parts; answers are float64's."""
+    torch.manual_seed(0)
+    cfg = NetConfig(channels=8, kernel=3, padding=1, residual=True, pool="none", size=8)
+    x = images(32, cfg.size, 3)
+    net = convert(make_net(cfg, 3), x, T=16, method="max")
+    plan = exact.plan_of(net)
+    split = [name for name, paths in plan.split.items() if paths is not None]
+    assert split, "no layer is guarded: everything fell back to float64"
+    _assert_float64s(net, x)
+
+
+def test_the_default_model_answers_float64s_on_real_images():
+    archive = SHARED / "datasets" / "cifar10-binary-lossless.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"shared lossless CIFAR-10 archive not found at {archive}")
+    from converter.training.datasets import open_dataset, to_float
+
+    x = to_float(open_dataset(f"cifar10:{archive}", "test").images[:128])
+    net = load(DEFAULT)
+    plain = net.run(x, "fast", keep_durations=True)
+    reference = net.to(torch.float64).run(x.double(), "fast", keep_durations=True)
+    assert any(not torch.equal(plain.durations[k].double(), d) for k, d in reference.durations.items())
+    _assert_float64s(net, x)
