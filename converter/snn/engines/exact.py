@@ -66,6 +66,26 @@ class _Path:
     lo: Op
     error: Tensor  # [C] the lo part's float32 error bound, per output channel
 
+    def __post_init__(self) -> None:
+        self.both = _stacked(self.hi, self.lo)
+
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The hi and lo parts of the weight op on ``x`` (one conv or matmul with both when it can)."""
+        if self.both is None:
+            return self.hi.forward(x), self.lo.forward(x)
+        y = self.both.forward(x)
+        half = y.shape[1] // 2
+        return y[:, :half], y[:, half:]
+
+
+def _stacked(hi: Op, lo: Op) -> Op | None:
+    """One conv or linear op computing ``hi``'s channels then ``lo``'s (None for channel affines)."""
+    if not isinstance(hi, (Conv2d, Linear)):
+        return None
+    biases = [op.bias if op.bias is not None else torch.zeros(op.weight.shape[0]) for op in (hi, lo)]
+    bias = None if hi.bias is None and lo.bias is None else torch.cat(biases)
+    return replace(hi, weight=torch.cat([hi.weight, lo.weight]), bias=bias)
+
 
 def _normal_form(ops: list[Op]) -> tuple[list[Op], Op] | None:
     """The chain as moves followed by one weight op, or None when it is not one.
@@ -137,7 +157,7 @@ def _exact_on_grid(paths: list[_Path], shapes: dict[str, tuple[int, ...]], windo
         p.source: torch.randint(0, windows[p.source] + 1, (2, *shapes[p.source]), generator=gen)
         for p in paths
     }
-    ours = sum(run_chain([*p.moves, p.hi], x[p.source].float()) for p in paths)
+    ours = sum(p.parts(run_chain(p.moves, x[p.source].float()))[0] for p in paths)
     theirs = sum(run_chain([*p.moves, p.hi.to(torch.float64)], x[p.source].double()) for p in paths)
     return bool(torch.equal(ours.double(), theirs))
 
@@ -159,6 +179,7 @@ class Plan:
                 split = None  # this kernel does not add exactly (Winograd or the like): float64 here
             if split is not None:
                 split = [replace(s, moves=[op.to(torch.float32) for op in s.moves]) for s in split]
+                # (replace runs __post_init__ again: the stacked op is rebuilt from hi and lo)
             self.split[p.name] = split
 
 
@@ -178,7 +199,7 @@ def _guarded(split: list[_Path], d: dict[str, Tensor], T: int) -> tuple[Tensor, 
     hi = lo = bound = None
     for s in split:
         x = run_chain(s.moves, d[s.source])
-        h, low = s.hi.forward(x), s.lo.forward(x)
+        h, low = s.parts(x)
         hi = h if hi is None else hi.add_(h)
         lo = low if lo is None else lo.add_(low)
         e = s.error.view(1, -1, *([1] * (h.dim() - 2)))
@@ -204,7 +225,7 @@ def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult
     for p in net.graph.populations:
         updates = net.schedule.updates(p) * p.size
         if p.kind == "output":
-            logits = fast.integrate(plan.paths64[p.name], {k: v.double() for k, v in d.items()})
+            logits = fast.integrate(plan.paths64[p.name], {s: d[s].double() for s, _ in plan.paths64[p.name]})
             layers.append(LayerCounts.of(p, zeros, zeros, updates))
             break
         T = net.window(p.name)
@@ -213,13 +234,13 @@ def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult
         elif p.kind == "switch":
             d[p.name] = p.pool(d[p.source])
         elif plan.split[p.name] is None:
-            d64 = {k: v.double() for k, v in d.items()}
+            d64 = {s: d[s].double() for s, _ in plan.paths64[p.name]}
             d[p.name] = fast.integrate(plan.paths64[p.name], d64).floor_().clamp_(0, T).float()
         else:
             d[p.name], unsure = _guarded(plan.split[p.name], d, T)
             if bool(unsure.any()):
                 rows = unsure.nonzero().flatten()
-                d64 = {k: v[rows].double() for k, v in d.items() if k != p.name}
+                d64 = {s: d[s][rows].double() for s, _ in plan.paths64[p.name]}
                 exact = fast.integrate(plan.paths64[p.name], d64).floor_().clamp_(0, T)
                 d[p.name][rows] = exact.float()
         spikes, additions = plan.counters[p.name](d[p.name])
