@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from servicetools import LABELS, encode, picture
+from servicetools import LABELS, encode, picture, serve, settings_for
 
 from converter.snn.energy import E_ADD_PJ, E_MAC_PJ
 from service.execute import RASTER_NEURONS_PER_LAYER
@@ -69,6 +70,17 @@ async def test_stepped_engine_gives_the_same_answer(client: httpx.AsyncClient, p
     assert [p["probability"] for p in stepped["predictions"]] == pytest.approx(
         [p["probability"] for p in fast["predictions"]], abs=1e-9
     )
+
+
+async def test_the_exact_engine_in_float32_answers_what_float64_serves(
+    client: httpx.AsyncClient, model_dir: Path, png: bytes
+) -> None:
+    reference = (await client.post("/classify", files=upload(png))).json()  # fast engine, float64
+    async with serve(settings_for(model_dir, precision="float32")) as float32:
+        guarded = (await float32.post("/classify?engine=exact&raster=true", files=upload(png))).json()
+    assert guarded["model"]["engine"] == "exact" and guarded["raster"]
+    assert guarded["predictions"] == reference["predictions"]  # float64's logits, so its probabilities
+    assert guarded["spikes"] == reference["spikes"] and guarded["operations"] == reference["operations"]
 
 
 async def test_models_are_served_in_float64_by_default(client: httpx.AsyncClient) -> None:
