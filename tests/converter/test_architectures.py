@@ -163,7 +163,38 @@ def fused_bn_rule():
     del MODULE_RULES[BNReLU]
 
 
+class GlobalContext(nn.Module):
+    """A pooled branch of shape (C, 1, 1) added back to the (C, H, W) map (squeeze-and-add, GCNet-like)."""
+
+    def __init__(self, pooled_first: bool = False, same_population: bool = False) -> None:
+        super().__init__()
+        self.pooled_first, self.same_population = pooled_first, same_population
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.context = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 8 * 8, 5)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        b = a if self.same_population else torch.relu(self.c2(a))
+        pooled = self.context(F.adaptive_avg_pool2d(a, 1))
+        x = pooled + b if self.pooled_first else b + pooled
+        return self.fc(torch.relu(x).flatten(1))
+
+
+class GlobalContextPooledFirst(GlobalContext):
+    def __init__(self) -> None:
+        super().__init__(pooled_first=True)
+
+
+class GlobalContextOnePopulation(GlobalContext):
+    def __init__(self) -> None:
+        super().__init__(same_population=True)
+
+
 ARCHITECTURES = {
+    "global-context": GlobalContext,
+    "global-context-pooled-first": GlobalContextPooledFirst,
+    "global-context-one-population": GlobalContextOnePopulation,
     "preact-resnet": PreActResNet,
     "densenet-block": DenseBlock,
     "squeezenet-fire": Fire,
@@ -207,3 +238,13 @@ def test_both_shuffle_spellings_convert_to_the_same_network():
     (_, a, x), (_, b, _) = converted("shufflenet-unit"), converted("shufflenet-unit-view")
     assert torch.equal(a.run(x).logits, b.run(x).logits)
     assert torch.equal(a.run(x).synaptic_additions, b.run(x).synaptic_additions)
+
+
+def test_a_broadcast_branch_reaches_every_position():
+    """Each neuron of the pooled map feeds all 8 channels at all 8 x 8 positions through the context branch
+    (it used to count 8, one per channel), on top of its 3 x 3 x 8 fan-out into the second conv."""
+    _, net, _ = converted("global-context")
+    first = net.graph.neurons[0].name
+    fanout = net.fanouts[first].view(8, 8, 8)
+    assert fanout.min() >= 8 * 8 * 8 + 2 * 2 * 8  # a corner neuron: 512 broadcast targets, 4 x 8 conv ones
+    assert fanout[:, 1:-1, 1:-1].min() == 8 * 8 * 8 + 3 * 3 * 8  # no synapse is counted twice

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, fx
 
 from converter.conversion.trace.builder import Affine, Builder, Const, PendingMax, Pop, Value
-from converter.snn.ops import ChannelAffine
+from converter.snn.ops import ChannelAffine, UpsampleNearest
 
 
 def channel_const(b: Builder, node: fx.Node, c: Const, ref: fx.Node) -> Tensor:
@@ -29,6 +29,25 @@ def channel_const(b: Builder, node: fx.Node, c: Const, ref: fx.Node) -> Tensor:
     if squeezed.numel() != channels or padded != expected:
         raise b.fail(node, f"constant of shape {tuple(t.shape)} is not a scalar or per-channel vector")
     return squeezed
+
+
+def broadcast(b: Builder, node: fx.Node, arg: fx.Node, v: Value) -> Affine:
+    """``v`` (the value of ``arg``) repeated over height and width to the shape of ``node``'s result.
+
+    A pooled or global-context branch of shape (C, 1, 1) added to a (C, H, W) map reaches every one of the
+    H * W positions: a synapse each, so its terms get a nearest upsampling that makes them whole.
+    """
+    out, shape = b.shape(node), b.shape(arg)
+    if shape == out:
+        return b.affine(node, v)
+    if (
+        len(shape) != len(out)
+        or len(out) != 3
+        or shape[0] != out[0]
+        or any(s not in (1, o) for s, o in zip(shape[1:], out[1:], strict=True))
+    ):
+        raise b.fail(node, f"adding a {shape} map to a {out} one: only height and width may broadcast")
+    return b.apply(node, v, UpsampleNearest([o // s for s, o in zip(shape[1:], out[1:], strict=True)]))
 
 
 SIZE_OPERATORS = {
@@ -60,10 +79,10 @@ def binary(b: Builder, node: fx.Node, kind: str) -> Value:
         if kind not in ("add", "sub"):
             raise b.fail(node, f"{kind} of two activation tensors is not linear")
         sign = -1.0 if kind == "sub" else 1.0
-        yb = b.affine(node, y)
+        xb, yb = (broadcast(b, node, arg, v) for arg, v in zip(node.args[:2], (x, y), strict=True))
         if sign * alpha != 1:
             yb = b.channel_affine(node, yb, ChannelAffine(scale=torch.tensor(sign * float(alpha))))
-        return Affine(b.affine(node, x).terms + yb.terms)
+        return Affine(xb.terms + yb.terms)
     if len(tensors) != 1 or not isinstance(x if tensors[0] is y else y, Const):
         raise b.fail(node, f"{kind} with unsupported operands")
     v, c = (x, y) if tensors[0] is x else (y, x)
