@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.auth import require_api_key
+from service.auth import ApiKeyMiddleware, require_api_key
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.limits import RequestLimitsMiddleware
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestLimitsMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
     )
+    if settings.api_key is not None:  # outside the body limits: an anonymous body is never read
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     app.add_middleware(RequestMetricsMiddleware, metrics=dataplane.metrics)
     install_error_handlers(app)
     protected = [Depends(require_api_key)] if settings.api_key is not None else []

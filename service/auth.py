@@ -1,4 +1,9 @@
-"""API-key check: with TSC_API_KEY set, classify and model routes need it (bearer token or X-API-Key)."""
+"""API-key check: with TSC_API_KEY set, classify and model routes need it (bearer token or X-API-Key).
+
+``ApiKeyMiddleware`` checks it from the headers before anything reads the body, so an anonymous client
+cannot make the server receive or parse a large upload; the route dependency declares the schemes in
+OpenAPI (and checks again).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,58 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import Unauthorized
+from service.errors import Unauthorized, error_response, is_protocol
 from service.routers.deps import DataPlaneDep
 
 bearer_scheme = HTTPBearer(auto_error=False, description="TSC_API_KEY sent as 'Authorization: Bearer <key>'.")
 header_scheme = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="TSC_API_KEY sent as 'X-API-Key'."
 )
+
+
+PROTECTED = ("/classify", "/models", "/v2/models")  # the routers that need the key; the rest stays open
+MISSING = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def key_problem(given: str | None, expected: str) -> str | None:
+    """Why ``given`` is not the key (None when it is); constant-time comparison."""
+    if given is None:
+        return MISSING
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        return "the API key is wrong"
+    return None
+
+
+class ApiKeyMiddleware:
+    """401 for a protected path without the key, answered from the headers: the body is never read."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass open paths and keyed requests through; answer the others at once."""
+        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
+        if scope["type"] != "http" or not path.startswith(PROTECTED):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        given = (
+            credentials.strip() if scheme.lower() == "bearer" and credentials else headers.get("x-api-key")
+        )
+        problem = key_problem(given, self.api_key)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        error = Unauthorized(problem)
+        headers_out = {**(error.headers or {}), "Connection": "close"}  # the unread body goes with it
+        response = error_response(
+            error.status, error.error, problem, headers_out, protocol=is_protocol(scope)
+        )
+        await response(scope, receive, send)
 
 
 async def require_api_key(
@@ -25,8 +74,6 @@ async def require_api_key(
     """Let the request through when it carries TSC_API_KEY; else raise Unauthorized."""
     expected = dataplane.settings.api_key
     assert expected is not None, "installed only when TSC_API_KEY is set"
-    given = bearer.credentials if bearer is not None else header
-    if given is None:
-        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
-        raise Unauthorized("the API key is wrong")
+    problem = key_problem(bearer.credentials if bearer is not None else header, expected.get_secret_value())
+    if problem is not None:
+        raise Unauthorized(problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -228,3 +229,30 @@ async def test_not_ready_while_the_configured_default_model_failed_to_load(
     async with serve(settings_for(tmp_path, default_model="absent")) as client:
         check(await client.get("/readyz"), 503, "not_ready")
         assert "no checkpoint named 'absent'" in (await client.get("/models")).json()["not_ready"]
+
+
+async def test_an_anonymous_body_is_refused_without_being_read(model_dir: Path) -> None:
+    """With TSC_API_KEY set, a protected request without the key gets its 401 from the headers alone."""
+    async with serve(settings_for(model_dir, api_key="s3cret")) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        for path, shape in (("/classify", "error"), ("/v2/models/tiny/infer", "protocol")):
+            received, sent = [], []
+
+            async def receive(received: list = received) -> dict:
+                received.append(1)
+                return {"type": "http.request", "body": b"x" * 16_000_000, "more_body": False}
+
+            async def send(message: dict, sent: list = sent) -> None:
+                sent.append(message)
+
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"16000000")]
+            scope = {
+                "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "root_path": "",
+                "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1), "server": ("t", 80),
+                "scheme": "http", "http_version": "1.1", "asgi": {"version": "3.0"},
+            }  # fmt: skip
+            await app(scope, receive, send)
+            assert sent[0]["status"] == 401 and received == [], path  # answered, nothing received
+            body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+            assert ("error" in body and "detail" in body) if shape == "error" else list(body) == ["error"]
+            assert (b"connection", b"close") in sent[0]["headers"]
