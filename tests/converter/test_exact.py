@@ -90,3 +90,52 @@ def test_the_default_model_answers_float64s_on_real_images():
     reference = net.to(torch.float64).run(x.double(), "fast", keep_durations=True)
     assert any(not torch.equal(plain.durations[k].double(), d) for k, d in reference.durations.items())
     _assert_float64s(net, x)
+
+
+class Depthwise(torch.nn.Module):
+    """A grouped (depthwise) conv beside a cancelling 1x1 conv that makes the channel grids coarse: the
+    depthwise conv's hi part is then all zero and its lo part carries everything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Conv2d(3, 1, 3, padding=1)
+        self.dw = torch.nn.Conv2d(2, 2, 3, padding=1, groups=2)
+        self.cc = torch.nn.Conv2d(2, 2, 1, bias=False)
+        with torch.no_grad():
+            self.cc.weight.copy_(torch.tensor([[1e5, -1e5], [1e5, -1e5]]).view(2, 2, 1, 1))
+        self.head = torch.nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        a, b = torch.relu(self.a(x)), torch.relu(self.b(x))
+        return self.head(torch.relu(self.dw(a) + self.cc(torch.cat([b, b], 1))).flatten(1))
+
+
+class SumOfTwo(torch.nn.Module):
+    """A layer whose only paths are identities: error-aware calibration gives it per-channel corrections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(torch.relu(self.a(x)) + torch.relu(self.b(x))).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("model", "options"), [(Depthwise, {"T": 16}), (SumOfTwo, {"T": 8, "method": "error-aware"})]
+)
+def test_grouped_convs_and_identity_only_layers(model, options):
+    torch.manual_seed(0)
+    x = images(16, 8, 2)
+    _assert_float64s(convert(model().eval(), x, **options), x)
+
+
+def test_without_onednn_the_engine_computes_in_float64():
+    """Elsewhere a conv may run Winograd (NNPACK from batch 16): the guard is not used."""
+    cfg = NetConfig(channels=8, kernel=3, padding=1, residual=True, pool="none", size=8)
+    x = images(64, cfg.size, 4)
+    net = convert(make_net(cfg, 4), x, T=64)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not exact.guarded_here(net.device)
+        _assert_float64s(net, x)

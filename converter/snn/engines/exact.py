@@ -12,7 +12,8 @@ hi part exactly in any order of summation. That is checked on every layer when t
 kernel which transforms its inputs (Winograd's) is caught; such a layer is computed in float64. The lo part
 is below ``g_c / 2`` a weight: its float32 error is at most ``E_c = 2 (gamma_k + 2u) (g_c / 2) (k T_src + 1)``
 (``k`` the fan-in, ``u = 2^-24``). With the rounding of ``v = hi + lo``, float32's ``v`` lies within
-``E = E_c + 4u |v|`` of the exact value, and float64's within 1e-10 of it.
+``E = E_c + 4u |v|`` of the exact value (float64's own rounding is far below that margin, and exact
+boundaries are decided by ``LEVEL_EPS``).
 
 Where ``clip(floor(v - E), 0, T)`` and ``clip(floor(v + E), 0, T)`` agree, that is float64's level; an image
 with a neuron where they do not has that layer computed again in float64. So every level, spike and
@@ -79,8 +80,9 @@ class _Path:
 
 
 def _stacked(hi: Op, lo: Op) -> Op | None:
-    """One conv or linear op computing ``hi``'s channels then ``lo``'s (None for channel affines)."""
-    if not isinstance(hi, (Conv2d, Linear)):
+    """One conv computing ``hi``'s channels then ``lo``'s; None where two ops are needed (grouped convs,
+    whose groups would take the wrong inputs, linear ops, channel affines)."""
+    if not isinstance(hi, Conv2d) or hi.groups != 1:
         return None
     biases = [op.bias if op.bias is not None else torch.zeros(op.weight.shape[0]) for op in (hi, lo)]
     bias = None if hi.bias is None and lo.bias is None else torch.cat(biases)
@@ -128,7 +130,8 @@ def _split(paths: list[tuple[str, list[Op]]], windows: dict[str, int]) -> list[_
         return None
     ops = [op for _, op in forms]
     rows = [_weights(op).abs().sum(1) * windows[source] for (source, _), op in zip(paths, ops, strict=True)]
-    channels = max(r.numel() for r in rows)
+    biases = [op.bias.numel() for op in ops if op.bias is not None]
+    channels = max(r.numel() for r in rows) if not biases else max(*(r.numel() for r in rows), *biases)
     reach = sum(r.expand(channels) for r in rows)
     for op in ops:
         if op.bias is not None:
@@ -154,7 +157,7 @@ def _exact_on_grid(paths: list[_Path], shapes: dict[str, tuple[int, ...]], windo
     """Whether float32 computes the hi part exactly here: random whole-number inputs, against float64."""
     gen = torch.Generator().manual_seed(0)
     x = {
-        p.source: torch.randint(0, windows[p.source] + 1, (2, *shapes[p.source]), generator=gen)
+        p.source: torch.randint(0, windows[p.source] + 1, (16, *shapes[p.source]), generator=gen)
         for p in paths
     }
     ours = sum(p.parts(run_chain(p.moves, x[p.source].float()))[0] for p in paths)
@@ -166,7 +169,7 @@ class Plan:
     """Per neuron layer its split paths (or None: computed in float64), beside the float64 fast plan."""
 
     def __init__(self, net: Network) -> None:
-        self.net64 = net.to(torch.float64)  # kept: the float64 plan is cached on it
+        self.net64 = float64_twin(net)
         plan64 = fast.plan_of(self.net64)
         self.paths64 = plan64.paths
         self.counters = plan64.counters
@@ -184,6 +187,17 @@ class Plan:
 
 
 _PLANS: WeakKeyDictionary[Network, Plan] = WeakKeyDictionary()
+_TWINS: WeakKeyDictionary[Network, Network] = WeakKeyDictionary()
+
+
+def float64_twin(net: Network) -> Network:
+    """``net`` in float64, made once (the float64 fast plan is cached on it)."""
+    if net.dtype == torch.float64:
+        return net
+    twin = _TWINS.get(net)
+    if twin is None:
+        twin = _TWINS[net] = net.to(torch.float64)  # holds no reference to ``net``: the entry can go
+    return twin
 
 
 def plan_of(net: Network) -> Plan:
@@ -212,10 +226,22 @@ def _guarded(split: list[_Path], d: dict[str, Tensor], T: int) -> tuple[Tensor, 
     return below, unsure
 
 
+def guarded_here(device: torch.device) -> bool:
+    """Whether float32 convolutions add exactly here: on CPUs through oneDNN's direct kernels (or im2col
+    and a matrix product), never Winograd; NNPACK, which may use Winograd, is off while the engine runs.
+    On GPUs (cuDNN picks Winograd or FFT, TF32 rounds) the engine computes in float64."""
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
 def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult:
     """Float64's durations, counts and logits, computing in float32 wherever the guard allows."""
-    if net.dtype == torch.float64:  # nothing to guard
-        return replace(fast.run(net, images, keep_durations), engine="exact")
+    if net.dtype == torch.float64 or not guarded_here(net.device):  # nothing to guard, or no guard here
+        return replace(fast.run(float64_twin(net), images, keep_durations), engine="exact")
+    with torch.backends.nnpack.flags(enabled=False):
+        return _run(net, images, keep_durations)
+
+
+def _run(net: Network, images: Tensor, keep_durations: bool) -> RunResult:
     plan = plan_of(net)
     n = images.shape[0]
     d: dict[str, Tensor] = {}
