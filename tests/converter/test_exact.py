@@ -131,6 +131,7 @@ def test_grouped_convs_and_identity_only_layers(model, options):
     _assert_float64s(convert(model().eval(), x, **options), x)
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's note on mkldnn.flags
 def test_without_onednn_the_engine_computes_in_float64():
     """Elsewhere a conv may run Winograd (NNPACK from batch 16): the guard is not used."""
     cfg = NetConfig(channels=8, kernel=3, padding=1, residual=True, pool="none", size=8)
