@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("converter", "service", "deploy", "benchmarks")
+PACKAGES = ("converter", "service", "deploy", "benchmarks", "tsc_snn")
 
 
 def _module_name(path: Path) -> str:

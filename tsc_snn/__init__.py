@@ -1,0 +1,1 @@
+"""The ``tsc-snn`` command: one entry to the converter's commands and the server."""
