@@ -8,10 +8,12 @@ OpenAPI (and checks again).
 from __future__ import annotations
 
 import secrets
+from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette._utils import get_route_path
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,6 +27,7 @@ header_scheme = APIKeyHeader(
 
 
 PROTECTED = ("/classify", "/models", "/v2/models")  # the routers that need the key; the rest stays open
+REFUSED = SimpleNamespace(path="protected")  # the route label of requests refused before routing
 MISSING = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
 
@@ -45,8 +48,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass open paths and keyed requests through; answer the others at once."""
-        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
-        if scope["type"] != "http" or not path.startswith(PROTECTED):
+        if scope["type"] != "http" or not get_route_path(scope).startswith(PROTECTED):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -58,6 +60,7 @@ class ApiKeyMiddleware:
         if problem is None:
             await self.app(scope, receive, send)
             return
+        scope["route"] = REFUSED  # for the metrics and the access log: refused before routing, not a 404
         error = Unauthorized(problem)
         headers_out = {**(error.headers or {}), "Connection": "close"}  # the unread body goes with it
         response = error_response(

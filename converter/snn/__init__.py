@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from converter.snn.checkpoint import CheckpointError
     from converter.snn.energy import E_ADD_PJ, E_MAC_PJ, SOURCE, ann_energy_pj, snn_energy_pj
     from converter.snn.engines import BASELINES, ENGINES, TSC_ENGINES
+    from converter.snn.engines.exact import guarded_here
     from converter.snn.model import InputSpec
     from converter.snn.network import SpikingNetwork, load
     from converter.snn.raster import RasterLayer, spike_raster
@@ -34,6 +35,7 @@ _HOMES = {
     "InputSpec": "converter.snn.model",
     "SpikingNetwork": "converter.snn.network",
     "load": "converter.snn.network",
+    "guarded_here": "converter.snn.engines.exact",
     "RasterLayer": "converter.snn.raster",
     "spike_raster": "converter.snn.raster",
     "ImageResult": "converter.snn.results",
@@ -59,6 +61,7 @@ __all__ = [
     "SpikingNetwork",
     "ann_energy_pj",
     "available_cores",
+    "guarded_here",
     "load",
     "snn_energy_pj",
     "spike_raster",

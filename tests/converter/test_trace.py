@@ -391,3 +391,21 @@ def test_self_check_names_the_first_layer_that_computes_non_finite_values(value:
         ConversionError, match=r"self-check failed: layer '_3' \(from 3\) computes non-finite"
     ):
         convert(model.eval(), torch.rand(4, 3, 8, 8))
+
+
+class KeywordAdd(nn.Module):
+    """``torch.add(a, other=b)``: the second operand given by keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(torch.add(torch.relu(self.a(x)), other=torch.relu(self.b(x)))).flatten(1))
+
+
+def test_an_add_with_its_operand_by_keyword_converts():
+    model, x = KeywordAdd().eval(), torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)

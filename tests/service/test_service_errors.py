@@ -164,6 +164,8 @@ async def test_401_when_an_api_key_is_set(model_dir: Path, png: bytes) -> None:
             assert (await client.get(open_path)).status_code == 200, open_path
         schemes = (await client.get("/openapi.json")).json()["components"]["securitySchemes"]
         assert set(schemes) == {"HTTPBearer", "APIKeyHeader"}
+        metrics = (await client.get("/metrics")).text  # refused before routing, yet not counted as a 404 scan
+        assert 'tsc_http_requests_total{method="POST",route="protected",status="401"} 1.0' in metrics
 
 
 async def test_503_when_no_model_can_be_loaded(tmp_path: Path, png: bytes) -> None:

@@ -79,7 +79,8 @@ def binary(b: Builder, node: fx.Node, kind: str) -> Value:
         if kind not in ("add", "sub"):
             raise b.fail(node, f"{kind} of two activation tensors is not linear")
         sign = -1.0 if kind == "sub" else 1.0
-        xb, yb = (broadcast(b, node, arg, v) for arg, v in zip(node.args[:2], (x, y), strict=True))
+        args = (b.raw_arg(node, 0, "input"), b.raw_arg(node, 1, "other"))
+        xb, yb = (broadcast(b, node, arg, v) for arg, v in zip(args, (x, y), strict=True))
         if sign * alpha != 1:
             yb = b.channel_affine(node, yb, ChannelAffine(scale=torch.tensor(sign * float(alpha))))
         return Affine(xb.terms + yb.terms)

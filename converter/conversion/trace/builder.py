@@ -80,8 +80,11 @@ class Builder:
 
     def arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
         """Positional-or-keyword argument ``i``/``name`` of a call, resolved to a value when it is a node."""
-        a = node.args[i] if i < len(node.args) else node.kwargs.get(name, default)
-        return self.resolve(a)
+        return self.resolve(self.raw_arg(node, i, name, default))
+
+    def raw_arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
+        """Positional-or-keyword argument ``i``/``name`` of a call as the graph has it (nodes unresolved)."""
+        return node.args[i] if i < len(node.args) else node.kwargs.get(name, default)
 
     def resolve(self, a: Any) -> Any:
         """Values for nodes (recursively in tuples/lists), plain Python otherwise."""
