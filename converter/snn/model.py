@@ -5,9 +5,11 @@ and MACs that follow from them. Engines read it (``converter.snn.engines``), che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import chain
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor
@@ -17,6 +19,7 @@ from converter.snn.graph import Graph
 from converter.snn.windows import Schedule, check_windows, uniform
 
 N = TypeVar("N", bound="Network")  # a network class: copies keep it
+T = TypeVar("T")
 
 
 def _first_tensor(graph: Graph, lams: dict[str, Tensor], default: Tensor) -> Tensor:
@@ -27,6 +30,14 @@ def _first_tensor(graph: Graph, lams: dict[str, Tensor], default: Tensor) -> Ten
 def network_dtype(graph: Graph, lams: dict[str, Tensor]) -> torch.dtype:
     """What a network of ``graph`` and ``lams`` computes in: its tensors' float type (float32 if none)."""
     return _first_tensor(graph, lams, torch.zeros(())).dtype
+
+
+def derived(cache: WeakKeyDictionary[Network, T], net: Network, make: Callable[[Network], T]) -> T:
+    """What ``make`` derives from ``net``, made once per network object (copies get their own)."""
+    value = cache.get(net)
+    if value is None:
+        value = cache[net] = make(net)
+    return value
 
 
 def check_pixels(images: Tensor, what: str) -> None:
@@ -94,8 +105,9 @@ class Network:
         self.term_fanouts = term_fanouts(graph)
         self.fanouts = fanouts(graph, self.term_fanouts)
         self.ann_macs = ann_macs(graph)
-        self.dtype: torch.dtype = network_dtype(graph, lams)  # what the engines compute in
-        self.device: torch.device = _first_tensor(graph, lams, torch.zeros(())).device  # and where
+        first = _first_tensor(graph, lams, torch.zeros(()))
+        self.dtype: torch.dtype = first.dtype  # what the engines compute in
+        self.device: torch.device = first.device  # and where
 
     @property
     def T(self) -> int:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from converter.snn.engines import fast
+from converter.snn.model import derived
 from converter.snn.ops import (
     ChannelAffine,
     ChannelPermutation,
@@ -191,21 +192,13 @@ _TWINS: WeakKeyDictionary[Network, Network] = WeakKeyDictionary()
 
 
 def float64_twin(net: Network) -> Network:
-    """``net`` in float64, made once (the float64 fast plan is cached on it)."""
-    if net.dtype == torch.float64:
-        return net
-    twin = _TWINS.get(net)
-    if twin is None:
-        twin = _TWINS[net] = net.to(torch.float64)  # holds no reference to ``net``: the entry can go
-    return twin
+    """``net`` in float64, made once (the float64 fast plan is cached on it; no reference back to ``net``)."""
+    return net if net.dtype == torch.float64 else derived(_TWINS, net, lambda n: n.to(torch.float64))
 
 
 def plan_of(net: Network) -> Plan:
     """The guard's plan for ``net`` (a float32 network), cached."""
-    plan = _PLANS.get(net)
-    if plan is None:
-        plan = _PLANS[net] = Plan(net)
-    return plan
+    return derived(_PLANS, net, Plan)
 
 
 def _guarded(split: list[_Path], d: dict[str, Tensor], T: int) -> tuple[Tensor, Tensor]:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from converter.snn.fold import append_affine, prepend_scale
+from converter.snn.model import derived
 from converter.snn.ops import ChannelAffine, Op, run_chain
 from converter.snn.quantise import LEVEL_EPS, levels
 from converter.snn.results import LayerCounts, RunResult
@@ -121,10 +122,7 @@ _PLANS: WeakKeyDictionary[Network, Plan] = WeakKeyDictionary()  # one per networ
 
 def plan_of(net: Network) -> Plan:
     """The precomputed paths and counters for ``net`` (its windows, dtype and device), cached."""
-    plan = _PLANS.get(net)
-    if plan is None:
-        plan = _PLANS[net] = Plan(net)
-    return plan
+    return derived(_PLANS, net, Plan)
 
 
 def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult:
