@@ -1,11 +1,12 @@
-"""Engine throughput on ResNet-20: ANN forward vs the fast engine (float32, float64, guarded) vs stepped.
+"""Engine throughput on ResNet-20: ANN forward vs the fast engine (float32 guarded, float64), raw, stepped.
 
     python -m benchmarks.engines [--batch 256] [--T 16] [--repeats 5]
 
 Runs are interleaved and the median of each is reported, so the ratios hold on a noisy machine. Uses the
 third-party ResNet-20 when the shared folder has it (the model users bring), else the zoo ResNet-20.
-float64 computes the spec's levels; float32 approximates them: the share of images on which float32's
-durations (and top-1) differ from float64's is reported with the timings.
+The fast engine gives float64's levels in either precision (float32 with its rounding guard); the raw engine
+in float32 approximates them: the share of images on which its durations (and top-1) differ from float64's,
+and the guarded engine's (which must be zero), are reported with the timings.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _disagreement(net32: object, net64: object, x: torch.Tensor, engine: str = "fast") -> dict[str, float]:
+def _disagreement(net32: object, net64: object, x: torch.Tensor, engine: str) -> dict[str, float]:
     """How far ``engine``'s float32 answers are from float64's (the spec's levels) on the images ``x``."""
     a = net32.run(x, engine, keep_durations=True)
     b = net64.run(x, keep_durations=True)
@@ -79,9 +80,9 @@ def main() -> None:
     net64 = net.to(torch.float64)
     runs: dict[str, tuple[Callable[[], object], int]] = {
         "ann (nn.Module forward)": (lambda: model(x), args.batch),
-        "fast engine + counts": (lambda: net.run(x), args.batch),
+        "raw engine, float32": (lambda: net.run(x, "raw"), args.batch),
         "fast engine, float64": (lambda: net64.run(x), args.batch),
-        "exact engine (float32, guarded)": (lambda: net.run(x, "exact"), args.batch),
+        "fast engine, float32 (guarded)": (lambda: net.run(x), args.batch),
         "stepped engine": (lambda: net.run(small, "stepped"), args.stepped_batch),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -100,11 +101,11 @@ def main() -> None:
         "timesteps": net.timesteps,
         "threads": torch.get_num_threads(),
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
-        "fast_cost_vs_ann": round(ann / rate["fast engine + counts"], 3),
+        "fast_cost_vs_ann": round(ann / rate["fast engine, float32 (guarded)"], 3),
+        "raw_cost_vs_ann": round(ann / rate["raw engine, float32"], 3),
         "fast_float64_cost_vs_ann": round(ann / rate["fast engine, float64"], 3),
-        "exact_cost_vs_ann": round(ann / rate["exact engine (float32, guarded)"], 3),
-        "exact_vs_float64": _disagreement(net, net64, x, "exact"),
-        "float32_vs_float64": _disagreement(net, net64, x),
+        "fast_float32_vs_float64": _disagreement(net, net64, x, "fast"),
+        "raw_float32_vs_float64": _disagreement(net, net64, x, "raw"),
         "stepped_cost_vs_ann": round(ann / rate["stepped engine"], 1),
     }
     if args.json:
@@ -115,20 +116,19 @@ def main() -> None:
     )
     for name, r in rate.items():
         print(f"  {name:<26} {r:10.1f} images/s   cost x{ann / r:6.2f} of the ANN forward")
-    print(f"fast engine costs {result['fast_cost_vs_ann']:.2f}x the ANN forward (target <= 1.3x)")
-    agree = result["float32_vs_float64"]
     print(
-        f"float32 vs float64 on {args.batch} {images}: other durations on "
-        f"{100 * agree['images_with_other_durations']:.1f}% of images "
-        f"({agree['neurons_with_other_durations']:.2e} of neurons), other top-1 on "
-        f"{100 * agree['images_with_other_top1']:.1f}%"
+        f"fast engine (float32, guarded) costs {result['fast_cost_vs_ann']:.2f}x the ANN forward (target "
+        f"<= 1.5x); raw float32 {result['raw_cost_vs_ann']:.2f}x, fast float64 "
+        f"{result['fast_float64_cost_vs_ann']:.2f}x"
     )
-    guarded = result["exact_vs_float64"]
-    print(
-        f"exact engine costs {result['exact_cost_vs_ann']:.2f}x the ANN forward (float64: "
-        f"{result['fast_float64_cost_vs_ann']:.2f}x); images whose durations differ from float64's: "
-        f"{100 * guarded['images_with_other_durations']:.1f}%"
-    )
+    for engine in ("fast", "raw"):
+        agree = result[f"{engine}_float32_vs_float64"]
+        print(
+            f"{engine} float32 vs float64 on {args.batch} {images}: other durations on "
+            f"{100 * agree['images_with_other_durations']:.1f}% of images "
+            f"({agree['neurons_with_other_durations']:.2e} of neurons), other top-1 on "
+            f"{100 * agree['images_with_other_top1']:.1f}%"
+        )
 
 
 if __name__ == "__main__":

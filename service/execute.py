@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from converter.snn import ImageResult, SpikingNetwork, guarded_here, spike_raster
+from converter.snn import ImageResult, SpikingNetwork, spike_raster
 
 log = logging.getLogger(__name__)
 RASTER_NEURONS_PER_LAYER = 32  # the raster's bound: neurons sampled from the input and from each neuron layer
@@ -31,13 +31,9 @@ def run_batch(
 
 
 def warm_up(net: SpikingNetwork) -> None:
-    """Run one dummy image through the fast engine (and, in float32, the exact one, whose plan splits every
-    layer) so that the first request does not pay for lazy set-up."""
+    """Run one dummy image through the fast engine (whose float32 guard splits every layer when it first
+    runs) and the raw one, so that the first request does not pay for lazy set-up."""
     spec = net.input_spec
     blank = torch.zeros(1, spec.channels, spec.height, spec.width)
-    run_batch(net, blank, "fast", False, rate_steps=1)
-    if net.dtype == torch.float32 and guarded_here(net.device):
-        try:
-            run_batch(net, blank, "exact", False, rate_steps=1)
-        except Exception:  # the fast engine serves; exact requests will report their own failure
-            log.exception("warming up the exact engine of %s failed", net.name)
+    for engine in ("fast", "raw"):
+        run_batch(net, blank, engine, False, rate_steps=1)

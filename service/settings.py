@@ -84,11 +84,11 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, description="When set, classify and model routes need it.")
     rate_steps: int = Field(256, ge=1, description="Time steps of the rate-coded run of compare=true.")
-    precision: Literal["float64", "float32"] = Field(
-        "float64",
-        description="Arithmetic of every engine. float64: fast and stepped give identical counts on every "
-        "image (spec section 7); float32: about 6x faster fast engine, counts may differ from the reference "
-        "engine's on images with values within rounding of a level boundary.",
+    precision: Literal["float32", "float64"] = Field(
+        "float32",
+        description="Arithmetic of the engines. The fast and stepped engines give float64's levels, counts "
+        "and logits in either (float32's fast engine guards its rounding, spec section 7); float32 is "
+        "several times faster; the raw engine and the ANN compute in this precision as they are.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the engines run: cuda when asked (or, for auto, when one is available)."

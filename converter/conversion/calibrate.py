@@ -2,10 +2,12 @@
 
 Methods: ``max`` (largest activation), ``percentile`` (e.g. 99.9 / 99.99 of the positive activations),
 ``search`` (the ``lam`` that minimises the layer's own clip-and-quantise error at its window ``T_l`` and
-shift) and ``error-aware`` (``error_aware``: layer by layer on the quantised outputs of the
-layers before, with bias correction). Each can be per layer or per channel. The report gives, per layer,
-``lam`` and the fraction of positive calibration activations above it (clipped). With ``a`` the ANN's
-activations of a layer (or channel) on the calibration images:
+shift), ``error-aware`` (``error_aware``: layer by layer on the quantised outputs of the
+layers before, with bias correction) and ``reconstruct`` (``reconstruct``: error-aware, then weights,
+thresholds and corrections tuned block by block to reproduce the ANN's block outputs). Each can be per
+layer or per channel. The report gives, per layer, ``lam`` and the fraction of positive calibration
+activations above it (clipped). With ``a`` the ANN's activations of a layer (or channel) on the
+calibration images:
 
     max:         lam = max(a)
     percentile:  lam = P_p({a > 0})
@@ -25,7 +27,7 @@ from converter.snn.engines import ann
 from converter.snn.graph import Graph
 from converter.snn.quantise import levels
 
-METHODS = ("max", "percentile", "search", "error-aware")
+METHODS = ("max", "percentile", "search", "error-aware", "reconstruct")
 SAMPLES_PER_LAYER = 4_000_000
 SEARCH_GRID = 96
 
@@ -37,7 +39,7 @@ class Calibration:
     method: str = "percentile"
     percentile: float = 99.99
     per_channel: bool = False
-    bias_correction: bool = True  # error-aware only
+    bias_correction: bool = True  # error-aware and reconstruct only
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -50,7 +52,7 @@ class Calibration:
     def describe(self) -> str:
         """Short human-readable name, e.g. ``percentile 99.99 per-channel``."""
         base = f"percentile {self.percentile:g}" if self.method == "percentile" else self.method
-        if self.method == "error-aware" and self.bias_correction:
+        if self.method in ("error-aware", "reconstruct") and self.bias_correction:
             base += " + bias correction"
         return base + (" per-channel" if self.per_channel else "")
 

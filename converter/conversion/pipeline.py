@@ -6,7 +6,9 @@
 2. calibrate a threshold ``lam_l`` per neuron layer for its window ``T_l`` (``conversion.calibrate``,
    ``conversion.error_aware``), or read it from a clip-floor trained activation;
 3. choose the windows: given, trained, or allocated within an accuracy budget (``conversion.allocate``);
-4. assemble the ``SpikingNetwork`` (fan-outs and ANN MACs counted once, ``converter.snn.counting``).
+4. assemble the ``SpikingNetwork`` (fan-outs and ANN MACs counted once, ``converter.snn.counting``);
+5. with ``method="reconstruct"``, tune weights, thresholds and corrections block by block at the chosen
+   windows (``conversion.reconstruct``; the windows are chosen with error-aware calibration).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from converter.conversion.allocate import allocate_windows, windows_for_total
 from converter.conversion.calibrate import Calibration, calibrate
 from converter.conversion.error_aware import calibrate_error_aware
+from converter.conversion.reconstruct import reconstruct
 from converter.conversion.selfcheck import self_check
 from converter.conversion.trace import trace_model
 from converter.snn.engines import ann
@@ -40,7 +43,7 @@ def _calibrate(
     batch_size: int,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, dict]]:
     """Thresholds, bias corrections and the per-layer report for these windows."""
-    if cal.method == "error-aware":
+    if cal.method in ("error-aware", "reconstruct"):  # reconstruct starts from error-aware
         return calibrate_error_aware(
             graph,
             images,
@@ -149,7 +152,8 @@ def convert(
             raise ValueError(f"T='trained' needs a clip-floor trained network; {untrained} are not quantised")
         T = {p.name: int(p.quantised[0]) for p in graph.populations if p.kind in ("input", "neuron")}
     if T != "auto" and target is None:
-        return calibrated(check_windows(graph, uniform(graph, T) if isinstance(T, int) else T))
+        net = calibrated(check_windows(graph, uniform(graph, T) if isinstance(T, int) else T))
+        return _reconstructed(net, images, fixed) if cal.method == "reconstruct" else net
     # 3. allocate: per-layer windows within the accuracy budget (or for a latency), judged on held-out images
     if holdout is None:
         holdout = (images, ann.forward(graph, images, lams=fixed).argmax(1))
@@ -163,4 +167,27 @@ def convert(
         net, report = allocate_windows(
             graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
         )
-    return net.with_calibration(net.lams, net.corrections, {**net.calibration, "allocation": report})
+    net = net.with_calibration(net.lams, net.corrections, {**net.calibration, "allocation": report})
+    return _reconstructed(net, images, fixed) if cal.method == "reconstruct" else net
+
+
+def _reconstructed(net: SpikingNetwork, images: Tensor, fixed: dict[str, Tensor]) -> SpikingNetwork:
+    """``net`` (error-aware, at its final windows) with weights, thresholds and corrections reconstructed."""
+    graph, lams, corrections, report = reconstruct(
+        net.graph, images, net.windows, net.shift, net.lams, net.corrections, fixed=fixed
+    )
+    layers = {k: {**net.calibration["layers"].get(k, {}), **v} for k, v in report.items()}
+    calibration = {**net.calibration, "layers": layers, "weights": "reconstructed"}
+    return SpikingNetwork(
+        graph,
+        lams,
+        net.windows,
+        net.shift,
+        name=net.name,
+        version=net.version,
+        labels=net.labels,
+        input_spec=net.input_spec,
+        calibration=calibration,
+        provenance=net.provenance,
+        corrections=corrections,
+    )

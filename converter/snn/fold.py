@@ -25,12 +25,18 @@ def _scale_out(weight: Tensor, scale: Tensor) -> Tensor:
     return weight * (scale.view(-1, *([1] * (weight.dim() - 1))) if scale.dim() else scale)
 
 
-def append_affine(ops: list[Op], affine: ChannelAffine) -> list[Op]:
-    """``ops`` followed by ``affine``, folded into the last op when that is a conv, linear or affine map."""
+def append_affine(ops: list[Op], affine: ChannelAffine, features: bool = True) -> list[Op]:
+    """``ops`` followed by ``affine``, folded into the last op when that is a conv, linear or affine map.
+
+    ``features=False`` says the activation has dimensions after the channel one (``(C, L)``): a linear op
+    then maps the last dimension, not the channels ``affine`` scales, and is not folded into.
+    """
     if not ops:
         return [affine]
     last = ops[-1]
     scale, shift = affine.scale, affine.bias
+    if isinstance(last, Linear) and not features and any(t is not None and t.dim() for t in (scale, shift)):
+        return [*ops, affine]
     if isinstance(last, (Conv2d, Linear, ChannelAffine)):
         old_bias = last.bias
         new_bias = old_bias * scale if old_bias is not None else None

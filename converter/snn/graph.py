@@ -8,7 +8,7 @@ population seen through a chain of affine ops (conv, linear, folded BN, pooling,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -99,8 +99,12 @@ class Graph:
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Graph:
         """Copy with every op tensor cast to ``dtype`` and/or moved to ``device``."""
+        return self.map_ops(lambda op: op.to(dtype, device))
+
+    def map_ops(self, change: Callable[[Op], Op]) -> Graph:
+        """Copy with every op of every synapse path replaced by ``change(op)``."""
         pops = [
-            replace(p, terms=[Term(t.source, [op.to(dtype, device) for op in t.ops]) for t in p.terms])
+            replace(p, terms=[Term(t.source, [change(op) for op in t.ops]) for t in p.terms])
             for p in self.populations
         ]
         return Graph(pops)

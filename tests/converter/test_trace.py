@@ -409,3 +409,100 @@ def test_an_add_with_its_operand_by_keyword_converts():
     model, x = KeywordAdd().eval(), torch.rand(4, 3, 8, 8)
     net = convert(model, x, T=8)
     torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "combine",
+    [
+        lambda k, y: torch.add(k, y, alpha=2),
+        lambda k, y: torch.sub(k, y, alpha=2),
+        lambda k, y: torch.add(y, k, alpha=-3),
+        lambda k, y: torch.sub(y, k, alpha=0.5),
+        lambda k, y: torch.sub(k, y),
+    ],
+)
+def test_a_constant_and_an_activation_combine_with_alpha(combine):
+    """``alpha`` scales the second operand, whichever of the two is the constant."""
+    torch.manual_seed(0)
+    model = Heads(Fn(lambda y: combine(torch.full((1, 4, 1, 1), 0.25), y).relu().mean((2, 3)))).eval()
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+
+
+class TokenMixer(nn.Module):
+    """A linear layer over the last dimension, then a BatchNorm over the channels: the sizes match (4 and 4),
+    so only the axis tells which one the BatchNorm scales."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.mix, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(64, 4), nn.BatchNorm1d(4)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.bn(self.mix(torch.relu(self.conv(x)).flatten(2)))
+        return self.fc(torch.relu(y).flatten(1))
+
+
+def test_a_batchnorm_after_a_linear_over_the_last_dimension_scales_the_channels():
+    torch.manual_seed(0)
+    from tests.converter.nets import randomise_batchnorm
+
+    model, x = randomise_batchnorm(TokenMixer()), torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+
+
+class Split(nn.Module):
+    """Channel halves by ``chunk`` or ``split`` (ShuffleNetV2's unit), each through its own 1x1 conv."""
+
+    def __init__(self, spell) -> None:
+        super().__init__()
+        self.spell, self.conv = spell, nn.Conv2d(3, 6, 3, padding=1)
+        self.a, self.b, self.fc = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 2, 1), nn.Linear(4 * 64, 3)
+
+    def forward(self, x):
+        left, right = self.spell(torch.relu(self.conv(x)))
+        return self.fc(torch.relu(torch.cat([self.a(left), self.b(right)], 1)).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda y: y.chunk(2, 1),
+        lambda y: torch.chunk(y, 2, dim=1),
+        lambda y: torch.split(y, 3, 1),
+        lambda y: y.split([3, 3], dim=1),
+        lambda y: y.split(split_size=3, dim=-3),
+    ],
+)
+def test_channel_chunks_and_splits_convert(spell):
+    torch.manual_seed(0)
+    model, x = Split(spell).eval(), torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        Fn(lambda y: torch.maximum(-y * -1, torch.tensor(0.0)).mean((2, 3))),
+        Fn(lambda y: torch.maximum(torch.zeros(1), y.neg().neg()).mean((2, 3))),
+        Fn(lambda y: torch.relu(torch.neg(y) + 1).mean((2, 3))),
+        nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.ReLU(), Fn(lambda y: y.mean((2, 3)))),
+        nn.Sequential(nn.ConstantPad2d(1, 0.0), Fn(lambda y: y.mean((2, 3)))),
+        nn.Sequential(nn.Flatten(), nn.Unflatten(1, (4, 4, 4)), Fn(lambda y: y.mean((2, 3)))),
+    ],
+)
+def test_negation_maximum_with_zero_zero_padding_and_unflatten_convert(head):
+    torch.manual_seed(0)
+    model = Heads(head).eval()
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+
+
+def test_maximum_with_anything_but_zero_is_refused():
+    model = Heads(Fn(lambda y: torch.maximum(y, torch.tensor(0.5)).mean((2, 3)))).eval()
+    with pytest.raises(ValueError, match="maximum of an activation with anything but zero"):
+        convert(model, torch.rand(2, 3, 8, 8), T=8)

@@ -72,20 +72,20 @@ async def test_stepped_engine_gives_the_same_answer(client: httpx.AsyncClient, p
     )
 
 
-async def test_the_exact_engine_in_float32_answers_what_float64_serves(
+async def test_the_default_float32_fast_engine_answers_what_float64_serves(
     client: httpx.AsyncClient, model_dir: Path, png: bytes
 ) -> None:
-    reference = (await client.post("/classify", files=upload(png))).json()  # fast engine, float64
-    async with serve(settings_for(model_dir, precision="float32")) as float32:
-        guarded = (await float32.post("/classify?engine=exact&raster=true", files=upload(png))).json()
-    assert guarded["model"]["engine"] == "exact" and guarded["raster"]
+    guarded = (await client.post("/classify?raster=true", files=upload(png))).json()  # fast, float32
+    async with serve(settings_for(model_dir, precision="float64")) as float64:
+        reference = (await float64.post("/classify", files=upload(png))).json()
+    assert guarded["model"]["engine"] == "fast" and guarded["raster"]
     assert guarded["predictions"] == reference["predictions"]  # float64's logits, so its probabilities
     assert guarded["spikes"] == reference["spikes"] and guarded["operations"] == reference["operations"]
 
 
-async def test_models_are_served_in_float64_by_default(client: httpx.AsyncClient) -> None:
+async def test_models_are_served_in_float32_by_default(client: httpx.AsyncClient) -> None:
     models = client._transport.app.state.dataplane.store.models  # type: ignore[attr-defined]
-    assert {served.net.dtype for served in models.values()} == {torch.float64}
+    assert {served.net.dtype for served in models.values()} == {torch.float32}
 
 
 async def test_compare_adds_ann_and_rate_figures(client: httpx.AsyncClient, png: bytes) -> None:

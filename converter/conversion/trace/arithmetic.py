@@ -89,12 +89,11 @@ def binary(b: Builder, node: fx.Node, kind: str) -> Value:
     v, c = (x, y) if tensors[0] is x else (y, x)
     ref = node.args[0] if v is x else node.args[1]
     k = channel_const(b, node, c, ref)
-    if kind in ("add", "sub"):
-        if kind == "sub" and v is y:  # c - v
-            return b.channel_affine(node, v, ChannelAffine(scale=torch.tensor(-1.0), bias=k))
-        return b.channel_affine(
-            node, v, ChannelAffine(scale=torch.tensor(1.0), bias=k * (-alpha if kind == "sub" else alpha))
-        )
+    if kind in ("add", "sub"):  # alpha scales the second operand: x +- alpha * y
+        signed = (-1.0 if kind == "sub" else 1.0) * float(alpha)
+        if v is y:  # k +- alpha * v
+            return b.channel_affine(node, v, ChannelAffine(scale=torch.tensor(signed), bias=k))
+        return b.channel_affine(node, v, ChannelAffine(scale=torch.tensor(1.0), bias=k * signed))
     if kind == "mul":
         return b.channel_affine(node, v, ChannelAffine(scale=k))
     if v is y:

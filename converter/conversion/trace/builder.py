@@ -129,9 +129,10 @@ class Builder:
     def channel_affine(self, node: fx.Node, v: Value, affine: ChannelAffine) -> Affine:
         """Apply a per-channel affine map, folding it into the last conv/linear of each term."""
         terms = self.affine(node, v).terms
+        features = len(self.shape(node)) == 1  # channels are a linear op's outputs only when alone
         return Affine(
             [
-                Term(t.source, append_affine(t.ops, affine if i == 0 else affine.without_bias()))
+                Term(t.source, append_affine(t.ops, affine if i == 0 else affine.without_bias(), features))
                 for i, t in enumerate(terms)
             ]
         )

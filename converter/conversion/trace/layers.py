@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from converter.conversion.trace.builder import Builder, Pop, Value
+from converter.conversion.trace.builder import Affine, Builder, Const, PendingMax, Pop, Value
 from converter.snn.fold import batchnorm_affine
 from converter.snn.graph import Quantised
 from converter.snn.ops import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Linear, MaxPool, UpsampleNearest
@@ -140,6 +140,17 @@ def _relu_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.neuron(node, b.tensor(node))
 
 
+def _maximum_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    """``torch.maximum(x, 0)`` (either order, zero as a number or a constant tensor): a ReLU."""
+    x, y = b.arg(node, 0, "input"), b.arg(node, 1, "other")
+    for v, k in ((x, y), (y, x)):
+        k = k.value if isinstance(k, Const) else k
+        zero = isinstance(k, (int, float, torch.Tensor)) and not bool(torch.as_tensor(k).any())
+        if isinstance(v, (Pop, Affine, PendingMax)) and zero:
+            return b.neuron(node, v)
+    raise b.fail(node, "maximum of an activation with anything but zero is not a ReLU")
+
+
 def _relu6_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return _clipped_relu(b, node, 0, 6.0)
 
@@ -249,6 +260,7 @@ FUNCTIONS: dict[Any, Rule] = {
     F.relu: _relu_fn,
     torch.relu: _relu_fn,
     torch.relu_: _relu_fn,
+    torch.maximum: _maximum_fn,
     torch.nn.functional.relu_: _relu_fn,
     F.relu6: _relu6_fn,
     F.hardtanh: _hardtanh_fn,
@@ -269,6 +281,7 @@ FUNCTIONS: dict[Any, Rule] = {
 METHODS: dict[str, Rule] = {
     "relu": _relu_fn,
     "relu_": _relu_fn,
+    "maximum": _maximum_fn,
     "clamp": _clamp_fn,
     "clamp_": _clamp_fn,
     "clip": _clamp_fn,

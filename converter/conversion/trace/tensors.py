@@ -148,6 +148,49 @@ def _pad_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.apply(node, b.tensor(node), Pad(list(b.arg(node, 1, "pad"))))
 
 
+def _pad_module(b: Builder, node: fx.Node, m: nn.ConstantPad2d | nn.ZeroPad2d) -> Value:
+    if m.value != 0:
+        raise b.fail(node, f"padding with value {m.value!r}: only zero padding is linear")
+    return b.apply(node, b.tensor(node), Pad(list(m.padding)))
+
+
+def _split(b: Builder, node: fx.Node, dim: Any, sizes: list[int]) -> tuple[Value, ...]:
+    """``chunk`` / ``split`` along the channels: one channel slice per part."""
+    ndim = len(b.shape(node.args[0])) + 1
+    if not isinstance(dim, int) or dim % ndim != 1:
+        raise b.fail(node, f"splitting along dim {dim}: only the channel dimension (1) is supported")
+    v, parts, start = b.tensor(node), [], 0
+    for size in sizes:
+        parts.append(b.apply(node, v, Slice([[start, start + size, None]])))
+        start += size
+    return tuple(parts)
+
+
+def _chunk_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    chunks, channels = b.arg(node, 1, "chunks"), b.shape(node.args[0])[0]
+    step = -(-channels // chunks) if isinstance(chunks, int) and chunks > 0 else 0
+    if not step:
+        raise b.fail(node, f"chunk into {chunks!r} parts")
+    sizes = [min(step, channels - s) for s in range(0, channels, step)]
+    return _split(b, node, b.arg(node, 2, "dim", 0), sizes)
+
+
+def _split_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    size = b.arg(node, 1, "split_size_or_sections", node.kwargs.get("split_size"))
+    channels = b.shape(node.args[0])[0]
+    if isinstance(size, int) and size > 0:
+        sizes = [min(size, channels - s) for s in range(0, channels, size)]
+    elif isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size) and sum(size) == channels:
+        sizes = list(size)
+    else:
+        raise b.fail(node, f"split into {size!r} of {channels} channels")
+    return _split(b, node, b.arg(node, 2, "dim", 0), sizes)
+
+
+def _neg_fn(b: Builder, node: fx.Node, _: Any) -> Value:
+    return b.channel_affine(node, b.tensor(node), ChannelAffine(scale=torch.tensor(-1.0)))
+
+
 def _getitem_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     base = b.arg(node, 0, "input")
     if isinstance(base, (tuple, list)):
@@ -179,7 +222,10 @@ _ARITHMETIC_RULES = {kind: _arithmetic(kind) for kind in ARITHMETIC}
 
 MODULES: dict[type[nn.Module], Rule] = {
     nn.Flatten: _flatten_module,
+    nn.Unflatten: _reshape_fn,
     nn.ChannelShuffle: _shuffle_module,
+    nn.ZeroPad2d: _pad_module,
+    nn.ConstantPad2d: _pad_module,
 }
 FUNCTIONS: dict[Any, Rule] = {
     torch.flatten: _flatten_fn,
@@ -198,6 +244,10 @@ FUNCTIONS: dict[Any, Rule] = {
     F.channel_shuffle: _shuffle_fn,
     torch.channel_shuffle: _shuffle_fn,
     F.pad: _pad_fn,
+    torch.chunk: _chunk_fn,
+    torch.split: _split_fn,
+    operator.neg: _neg_fn,
+    torch.neg: _neg_fn,
     operator.getitem: _getitem_fn,
     operator.floordiv: lambda b, node, _: sizes(b, node, "floordiv"),
     **{f: _ARITHMETIC_RULES[kind] for kind, (functions, _) in ARITHMETIC.items() for f in functions},
@@ -215,5 +265,8 @@ METHODS: dict[str, Rule] = {
     "transpose": _permute_fn,
     "swapaxes": _permute_fn,
     "permute": _permute_fn,
+    "chunk": _chunk_fn,
+    "split": _split_fn,
+    "neg": _neg_fn,
     **{m: _ARITHMETIC_RULES[kind] for kind, (_, methods) in ARITHMETIC.items() for m in methods},
 }

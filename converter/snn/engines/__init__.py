@@ -1,9 +1,10 @@
 """Engines that run a converted network, in one registry: name -> run function, coding, serving lane.
 
-``fast`` (TSC in closed form), ``stepped`` (TSC event by event, the reference), ``rate`` (the rate-coded
-IF baseline) and ``ann`` (the float network the SNN approximates). Everything that lists, runs or
-compares engines (``Network.run``, the CLI, the service's lanes and allowed values) reads
-``ENGINES``.
+``fast`` (TSC in closed form, float64's levels in every precision: ``exact``), ``raw`` (the closed form
+unguarded, in the network's own arithmetic), ``stepped`` (TSC event by event in float64, the reference),
+``rate`` (the rate-coded IF baseline) and ``ann`` (the float network the SNN approximates). Everything
+that lists, runs or compares engines (``Network.run``, the CLI, the service's lanes and allowed values)
+reads ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -59,24 +60,26 @@ ENGINES: dict[str, Engine] = {
     for e in (
         Engine(
             "fast",
-            lambda net, x, o: fast.run(net, x, o.keep_durations),
-            "tsc",
-            "interactive",
-            "TSC in closed form, exact counts (spec section 3)",
-        ),
-        Engine(
-            "exact",
             lambda net, x, o: exact.run(net, x, o.keep_durations),
             "tsc",
             "interactive",
-            "the fast engine in float32 with a rounding guard: float64's levels and counts (spec section 7)",
+            "TSC in closed form with float64's levels and counts in every precision (float32 with a rounding "
+            "guard, spec section 7)",
+        ),
+        Engine(
+            "raw",
+            lambda net, x, o: fast.run(net, x, o.keep_durations),
+            "tsc",
+            "interactive",
+            "TSC in closed form in the network's own arithmetic, unguarded: in float32 a level within "
+            "rounding of a boundary may differ from float64's (spec section 7)",
         ),
         Engine(
             "stepped",
-            lambda net, x, o: stepped.run(net, x, o.keep_durations),
+            lambda net, x, o: stepped.run(exact.float64_twin(net), x, o.keep_durations),
             "tsc",
             "reference",
-            "TSC simulated step by step; agrees with fast exactly",
+            "TSC simulated step by step in float64, the reference; agrees with fast exactly",
         ),
         Engine(
             "rate",

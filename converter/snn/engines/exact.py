@@ -229,7 +229,7 @@ def guarded_here(device: torch.device) -> bool:
 def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult:
     """Float64's durations, counts and logits, computing in float32 wherever the guard allows."""
     if net.dtype == torch.float64 or not guarded_here(net.device):  # nothing to guard, or no guard here
-        return replace(fast.run(float64_twin(net), images, keep_durations), engine="exact")
+        return replace(fast.run(float64_twin(net), images, keep_durations), engine="fast")
     with torch.backends.nnpack.flags(enabled=False):
         return _run(net, images, keep_durations)
 
@@ -264,4 +264,4 @@ def _run(net: Network, images: Tensor, keep_durations: bool) -> RunResult:
                 d[p.name][rows] = exact.float()
         spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(LayerCounts.of(p, zeros if p.kind == "switch" else spikes, additions, updates))
-    return RunResult("exact", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)
+    return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)

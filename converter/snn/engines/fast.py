@@ -149,4 +149,4 @@ def run(net: Network, images: Tensor, keep_durations: bool = False) -> RunResult
             d[p.name] = integrate(plan.paths[p.name], d).floor_().clamp_(0, T)
         spikes, additions = plan.counters[p.name](d[p.name])
         layers.append(LayerCounts.of(p, zeros if p.kind == "switch" else spikes, additions, updates))
-    return RunResult("fast", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)
+    return RunResult("raw", logits, net.timesteps, net.ann_macs, layers, d if keep_durations else None)
