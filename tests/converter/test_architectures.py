@@ -100,6 +100,52 @@ class Fire(nn.Module):
         return F.adaptive_avg_pool2d(F.relu(self.classifier(x)), 1).flatten(1)
 
 
+class FirePooled(Fire):
+    """SqueezeNet between fire modules: the concatenation max-pooled, then a conv (no ReLU between)."""
+
+    def forward(self, x):
+        s = F.relu(self.squeeze(x))
+        x = F.max_pool2d(torch.cat([F.relu(self.e1(s)), F.relu(self.e3(s))], 1), 3, 2, ceil_mode=True)
+        return F.adaptive_avg_pool2d(F.relu(self.classifier(x)), 1).flatten(1)
+
+
+class Inception(nn.Module):
+    """GoogLeNet's inception block: 1x1, 3x3 and pooled branches concatenated, the concatenation max-pooled
+    into the next block's convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.b1, self.b3 = (
+            nn.Conv2d(4, 2, 1),
+            nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Conv2d(2, 3, 3, 1, 1)),
+        )
+        self.pool_proj = nn.Conv2d(4, 2, 1)
+        self.after = nn.Conv2d(7, 4, 1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        pooled = F.relu(self.pool_proj(F.max_pool2d(x, 3, 1, 1)))
+        x = torch.cat([F.relu(self.b1(x)), F.relu(self.b3(x)), pooled], 1)
+        x = F.relu(self.after(F.max_pool2d(x, 2)))
+        return self.fc(x.flatten(1))
+
+
+class ShuffleUnitChunk(nn.Module):
+    """ShuffleNetV2 unit as torchvision writes it: chunk in halves, transform one, concatenate, shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.ReLU())
+        self.fc = nn.Linear(6 * 8 * 8, 3)
+
+    def forward(self, x):
+        left, right = self.stem(x).chunk(2, dim=1)
+        return self.fc(F.channel_shuffle(torch.cat([left, self.branch(right)], 1), 2).flatten(1))
+
+
 class ShuffleUnit(nn.Module):
     """ShuffleNetV2 unit: split the channels, transform one half, concatenate, shuffle."""
 
@@ -198,6 +244,9 @@ ARCHITECTURES = {
     "preact-resnet": PreActResNet,
     "densenet-block": DenseBlock,
     "squeezenet-fire": Fire,
+    "squeezenet-fire-pooled": FirePooled,
+    "inception-block": Inception,
+    "shufflenet-unit-chunk": ShuffleUnitChunk,
     "shufflenet-unit": ShuffleUnit,
     "shufflenet-unit-view": ShuffleUnitView,
     "fused-bn-subclass": FusedBN,

@@ -8,6 +8,7 @@ value creates a neuron population.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import Tensor, fx
 
 from converter.snn.fold import append_affine
 from converter.snn.graph import Population, Quantised, Term
-from converter.snn.ops import ChannelAffine, MaxPool, Op
+from converter.snn.ops import ChannelAffine, MaxPool, Op, Pad
 
 
 class ConversionError(ValueError):
@@ -200,5 +201,27 @@ class Builder:
                 Population(node.name, "switch", self.shape(node), source=v.name, pool=pool, origin=origin)
             )
         if isinstance(v, Affine):
-            return PendingMax(v, self.shape(node.args[0]), pool, origin)
+            parts = _concatenated(v, {p.name: p.shape[0] for p in self.populations})
+            if parts is None:
+                return PendingMax(v, self.shape(node.args[0]), pool, origin)
+            out, terms = self.shape(node), []  # pooling acts per channel: each population pooled apart
+            for i, (source, pad) in enumerate(parts):
+                shape = (out[0] - pad.pad[-2] - pad.pad[-1], *out[1:])
+                name = f"{node.name}_{i}"
+                switch = Population(name, "switch", shape, source=source, pool=pool, origin=origin)
+                terms.append(Term(self.add_population(switch).name, [pad]))
+            return Affine(terms)
         raise self.fail(node, "max pooling of something that is not an activation tensor")
+
+
+def _concatenated(v: Affine, channels: dict[str, int]) -> list[tuple[str, Pad]] | None:
+    """The populations and channel paddings of a channel concatenation of populations, else None."""
+    ranges = []
+    for t in v.terms:
+        if len(t.ops) != 1 or not isinstance(t.ops[0], Pad) or any(t.ops[0].pad[:-2]):
+            return None
+        ranges.append((t.ops[0].pad[-2], t.ops[0].pad[-2] + channels[t.source]))
+    ranges.sort()
+    if any(a[1] > b[0] for a, b in itertools.pairwise(ranges)):
+        return None  # overlapping channels: a sum, not a concatenation
+    return [(t.source, t.ops[0]) for t in v.terms]
