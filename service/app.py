@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dataplane = dataplane
     settings = dataplane.settings  # the limits' middleware is inside the metrics': its answers are counted
     app.add_middleware(
-        RequestLimitsMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s
+        RequestLimitsMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+        budget_bytes=settings.body_budget_bytes,
     )
     if settings.api_key is not None:  # outside the body limits: an anonymous body is never read
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())

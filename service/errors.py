@@ -84,6 +84,13 @@ class QueueFull(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
+class Overloaded(ServiceError):
+    """The server holds as many request bodies as its memory budget allows (TSC_BODY_BUDGET_BYTES)."""
+
+    status, error = 503, "overloaded"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1", "Connection": "close"}
+
+
 class ClientDisconnected(ServiceError):
     """The client closed the connection before its answer was ready; the answer reaches nobody."""
 

@@ -1,10 +1,15 @@
-"""Request limits inside the app: the body's size and pace, and a JSON answer to requests cut off at shutdown.
+"""Request limits inside the app: the body's size and pace, the bytes all bodies hold together, and a JSON
+answer to requests cut off at shutdown.
 
 The body limit is enforced on the declared Content-Length and again on every chunk as it streams in; a body
 that stops arriving (a client that stalls, or a Content-Length larger than what it sends) gets a 408 after
-TSC_BODY_TIMEOUT_S and the connection is closed (uvicorn would wait for the rest). When the shutdown
-grace period ends, uvicorn cancels the requests still running; each gets a 503 ``not_ready`` here instead
-of uvicorn's plain-text 500 and a traceback in the log.
+TSC_BODY_TIMEOUT_S and the connection is closed (uvicorn would wait for the rest). A body must also arrive
+whole within TSC_BODY_TIMEOUT_S + size / TSC_BODY_MIN_RATE (its Content-Length, else the upload limit), so a
+client sending a byte now and then cannot keep a slot. All requests together hold at most
+TSC_BODY_BUDGET_BYTES of body: a request's declared length is reserved before any of it is read (a chunked
+body's bytes as they come), and one that does not fit gets 503 ``overloaded`` with Connection: close.
+When the shutdown grace period ends, uvicorn cancels the requests still running; each gets a 503
+``not_ready`` here instead of uvicorn's plain-text 500 and a traceback in the log.
 """
 
 from __future__ import annotations
@@ -16,20 +21,48 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import NotReady, error_response, is_protocol
+from service.errors import NotReady, Overloaded, error_response, is_protocol
 
 log = logging.getLogger(__name__)
 CLOSE = {"Connection": "close"}
 SHUTTING_DOWN = NotReady("the server is shutting down; retry on another instance or once it is back")
 
 
-class RequestLimitsMiddleware:
-    """413 once a body is known to exceed ``max_bytes``, 408 once it stalls, 503 when cut off at shutdown."""
+class BodyBudget:
+    """Bytes of request bodies held by every request together (one event loop: no lock needed)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when they do not fit."""
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        """Release ``n`` reserved bytes."""
+        self.held -= n
+
+
+class RequestLimitsMiddleware:
+    """413 once a body is known to exceed ``max_bytes``, 408 once it stalls or lags, 503 when the bodies held
+    would exceed the budget or when cut off at shutdown."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 30.0,
+        min_rate: float = 16 * 1024,
+        budget_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.min_rate = min_rate
+        self.budget = BodyBudget(budget_bytes if budget_bytes is not None else 64 * max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a too-large Content-Length at once; else serve, counting and timing the body as it comes."""
@@ -42,21 +75,41 @@ class RequestLimitsMiddleware:
             response = error_response(413, "payload_too_large", detail, protocol=is_protocol(scope))
             await response(scope, receive, send)
             return
+        reserved = int(declared) if declared.isdigit() else 0
+        if not self.budget.take(reserved):
+            busy = Overloaded(self._busy())
+            response = error_response(
+                busy.status, busy.error, busy.detail, busy.headers, protocol=is_protocol(scope)
+            )
+            await response(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s + (reserved or self.max_bytes) / self.min_rate
         received, complete, started = 0, False, False
 
         async def counted() -> Message:
-            nonlocal received, complete
+            nonlocal received, complete, reserved
             if complete:  # after the body only http.disconnect comes, whenever the client goes
                 return await receive()
+            wait = min(self.timeout_s, deadline - loop.time())
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                message = await asyncio.wait_for(receive(), max(wait, 0.0))
             except asyncio.TimeoutError:
-                stalled = f"no more of the request body came for {self.timeout_s:g} s (TSC_BODY_TIMEOUT_S)"
+                stalled = (
+                    f"no more of the request body came for {self.timeout_s:g} s (TSC_BODY_TIMEOUT_S)"
+                    if wait == self.timeout_s
+                    else f"the request body came slower than {self.min_rate:g} bytes/s on average after "
+                    f"{self.timeout_s:g} s (TSC_BODY_MIN_RATE, TSC_BODY_TIMEOUT_S)"
+                )
                 raise HTTPException(408, stalled, CLOSE) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
                 raise HTTPException(413, detail)  # reaches the JSON handler, whoever reads the body
+            if received > reserved:  # a chunked body (or one longer than declared): reserve as it comes
+                if not self.budget.take(received - reserved):
+                    raise Overloaded(self._busy())
+                reserved = received
             return message
 
         async def tracked(message: Message) -> None:
@@ -68,6 +121,14 @@ class RequestLimitsMiddleware:
             await self.app(scope, counted, tracked)
         except asyncio.CancelledError:
             await self._cut_off(scope, receive, send, started)
+        finally:
+            self.budget.give(reserved)
+
+    def _busy(self) -> str:
+        return (
+            f"the server holds as many request bodies as it may ({self.budget.limit} bytes together, "
+            "TSC_BODY_BUDGET_BYTES); retry shortly"
+        )
 
     @staticmethod
     async def _cut_off(scope: Scope, receive: Receive, send: Send, started: bool) -> None:

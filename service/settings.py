@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +24,18 @@ def default_concurrency_limit() -> int:
     """Half the soft file-descriptor limit (each connection holds one), at most 1024, at least 2."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1024 if soft == resource.RLIM_INFINITY else max(2, min(1024, soft // 2))
+
+
+def default_body_budget() -> int:
+    """A quarter of the memory this process may use (its cgroup v2 limit, else the machine's), >= 64 MiB."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        memory = int(limit) if limit.isdigit() else None
+    except OSError:
+        memory = None
+    if memory is None:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(64 * MiB, memory // 4)
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -103,6 +116,18 @@ class Settings(BaseSettings):
     )
     body_timeout_s: float = Field(
         30.0, gt=0, description="Longest pause while a request body streams in (408 after)."
+    )
+    body_min_rate: int = Field(
+        16 * 1024,
+        ge=1,
+        description="Bytes per second a body must average: it must arrive within TSC_BODY_TIMEOUT_S plus its "
+        "Content-Length (or TSC_MAX_UPLOAD_BYTES) at this rate (408 after), so trickling cannot hold a slot.",
+    )
+    body_budget_bytes: int = Field(
+        default_factory=default_body_budget,
+        ge=1024,
+        description="Request-body bytes all connections together may hold at once; beyond it 503 overloaded "
+        "with Connection: close. The default is a quarter of the process's memory limit (cgroup, else RAM).",
     )
     keep_alive_timeout_s: int = Field(5, ge=1, description="Time an idle keep-alive connection stays open.")
     limit_concurrency: int = Field(

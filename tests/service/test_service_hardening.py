@@ -294,6 +294,56 @@ async def test_a_stalled_body_is_a_408(model_dir: Path) -> None:
     assert response.headers["connection"] == "close"
 
 
+async def test_a_trickling_body_is_cut_off_at_its_deadline(model_dir: Path) -> None:
+    """A byte every 0.1 s never pauses past the timeout, but falls behind the minimum rate."""
+    head, sent = b"--b\r\nContent-Disposition: form-data; name=file; filename=x.png\r\n\r\n", 0
+
+    async def trickle() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield head
+        for _ in range(100):
+            sent += 1
+            yield b"a"
+            await asyncio.sleep(0.1)
+
+    settings = settings_for(model_dir, body_timeout_s=0.5, body_min_rate=100)
+    async with app_serving(settings) as app, client_from(app, "1.2.3.4") as c:
+        headers = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(len(head) + 100)}
+        started = time.monotonic()
+        response = await c.post("/classify", content=trickle(), headers=headers)
+    assert response.status_code == 408 and response.headers["connection"] == "close"
+    assert "TSC_BODY_MIN_RATE" in response.json()["detail"]
+    elapsed = time.monotonic() - started  # 0.5 s + the body's length at 100 bytes/s: about 2.2 s
+    assert 1.5 < elapsed < 4 and sent < 40
+
+
+async def test_bodies_beyond_the_memory_budget_get_a_503_and_their_bytes_are_released(
+    model_dir: Path, png: bytes
+) -> None:
+    release = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield b"--b\r\n"
+        await release.wait()
+
+    budget = 6000
+    async with (
+        app_serving(settings_for(model_dir, body_budget_bytes=budget)) as app,
+        client_from(app, "1.2.3.4") as c,
+    ):
+        headers = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(budget - 100)}
+        holder = asyncio.create_task(c.post("/classify", content=held(), headers=headers))
+        await asyncio.sleep(0.2)
+        refused = await c.post("/classify", files={"file": ("a.png", png)})  # does not fit beside it
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "overloaded" and refused.headers["connection"] == "close"
+        assert "TSC_BODY_BUDGET_BYTES" in refused.json()["detail"]
+        release.set()
+        await holder
+        ok = await c.post("/classify", files={"file": ("a.png", png)})  # the held bytes were given back
+        assert ok.status_code == 200, ok.text
+
+
 # --- configuration
 
 
