@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging.config
+import os
+import threading
 
 import uvicorn
 from pydantic import ValidationError
@@ -41,6 +43,19 @@ def main(argv: list[str] | None = None) -> None:
         backlog=settings.backlog,
         timeout_keep_alive=settings.keep_alive_timeout_s,
     )
+    _exit_past_running_batches()
+
+
+def _exit_past_running_batches(wait_s: float = 1.0) -> None:
+    """Exit now if an inference thread still runs a batch nobody waits for (torch cannot be interrupted, and
+    the interpreter would join it): the process then ends within the grace period plus a few seconds."""
+    busy = [t for t in threading.enumerate() if t.name.startswith("tsc-") and t.is_alive()]
+    for t in busy:
+        t.join(wait_s / max(1, len(busy)))
+    if any(t.is_alive() for t in busy):
+        logging.getLogger("service").warning("exiting without waiting for a running batch")
+        logging.shutdown()
+        os._exit(0)
 
 
 def _settings(**given: object) -> Settings:

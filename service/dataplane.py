@@ -25,6 +25,8 @@ from service.metrics import Metrics
 from service.registry import ModelStore, ServedModel
 from service.settings import Settings
 
+STOP_WAIT_S = 3.0  # how long stopping waits for queued and running batches after the requests ended
+
 log = logging.getLogger(__name__)
 
 
@@ -87,12 +89,17 @@ class DataPlane:
         await asyncio.shield(self._loading)
 
     async def stop(self) -> None:
-        """Finish queued work, then release the threads (uvicorn has already let in-flight requests end)."""
+        """Finish queued work within ``STOP_WAIT_S``, then release the threads (uvicorn has already let
+        in-flight requests end, or cut them off at the end of the grace period). A batch still running then
+        is abandoned: ``python -m service`` exits without waiting for it."""
         await self.wait_loaded()
-        await self.store.close()
+        try:
+            await asyncio.wait_for(self.store.close(), STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("a batch was still running %g s after the requests ended: abandoned", STOP_WAIT_S)
         assert self._decoding is not None
         for pool in (self._decoding, *self._lanes.values()):
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 
     def catalogue(self) -> Catalogue:

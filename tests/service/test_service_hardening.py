@@ -25,6 +25,7 @@ from PIL import Image
 from servicetools import REPO, Server, encode, picture, settings_for, start_service
 
 from converter import InputSpec, load
+from service import dataplane as dataplane_module
 from service import images, registry
 from service.app import create_app
 from service.batching import Batcher
@@ -84,6 +85,41 @@ def test_the_full_decode_limit_follows_the_model_input() -> None:
     assert settings.full_decode_pixels(224, 224) == 40_000_000  # 32 x 224 per side, capped by the pixel limit
     small = Settings(max_full_decode_pixels=1000, full_decode_scale=4)
     assert small.full_decode_pixels(32, 32) == 128 * 128
+
+
+async def test_stopping_abandons_a_batch_that_outlives_the_wait(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(dataplane_module, "STOP_WAIT_S", 0.3)
+    dataplane = DataPlane(Settings(model_dir=tmp_path))
+    await dataplane.start()
+    release = threading.Event()
+    lane = next(iter(dataplane._lanes.values()))
+    running = lane.submit(release.wait, 30)  # a batch torch cannot be asked to stop
+
+    async def never_drains() -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(dataplane.store, "close", never_drains)
+    started = time.monotonic()
+    try:
+        await dataplane.stop()
+        assert time.monotonic() - started < 2 and not running.done()
+    finally:
+        release.set()
+
+
+def test_the_server_process_exits_past_a_batch_still_running() -> None:
+    code = (
+        "import threading, time\n"
+        "from service.__main__ import _exit_past_running_batches\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='tsc-reference_0').start()\n"
+        "_exit_past_running_batches(0.2)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15  # not the 60 s the thread would take
 
 
 async def test_a_run_of_large_decodes_hands_its_memory_back_once(
