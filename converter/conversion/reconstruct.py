@@ -34,11 +34,10 @@ from converter.snn.quantise import dequantised, lam_view, levels
 ITERATIONS = 600  # Adam steps per block
 BATCH = 32
 DROP = 0.5  # QDrop: share of the block's input and inner elements taken from the float ANN while training
-LR_WEIGHTS = 5e-5
+LR_WEIGHTS = 1e-3
 LR_THRESHOLDS = 1e-3
 TRAINED = ("weight", "bias", "scale")  # op tensors the reconstruction tunes
 CHUNK = 256  # images per batch when a block's quantised outputs are computed for every image
-OUTPUT_WEIGHT = 1.0  # share of the loss measured at the logits, the block's output run through the float ANN
 
 
 def _sources(p: Population) -> list[str]:
@@ -77,20 +76,6 @@ def _drop(q: Tensor, a: Tensor, gen: torch.Generator) -> Tensor:
     return torch.where(torch.rand(q.shape, generator=gen) < DROP, a, q)
 
 
-def _float_rest(graph: Graph, after: int, given: dict[str, Tensor], fixed: dict[str, Tensor]) -> Tensor:
-    """The ANN's logits from the populations ``given``, computing those after index ``after``."""
-    act = dict(given)
-    for p in graph.populations[after + 1 :]:
-        if p.kind == "switch":
-            act[p.name] = p.pool(act[p.source])
-            continue
-        z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
-        if p.kind == "output":
-            return z
-        act[p.name] = dequantised(z, fixed[p.name], *p.quantised) if p.name in fixed else z.clamp(0, p.clip)
-    return act[graph.output.name]
-
-
 def _float_activations(graph: Graph, x: Tensor, fixed: dict[str, Tensor]) -> dict[str, Tensor]:
     """The ANN's activations of every population (a clip-floor trained layer keeps its levels)."""
     trained_input = graph.populations[0].quantised
@@ -98,14 +83,14 @@ def _float_activations(graph: Graph, x: Tensor, fixed: dict[str, Tensor]) -> dic
     for p in graph.populations[1:]:
         if p.kind == "switch":
             act[p.name] = p.pool(act[p.source])
-            continue
-        z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
-        if p.kind == "output":
-            act[p.name] = z
-        elif p.name in fixed:
-            act[p.name] = dequantised(z, fixed[p.name], *p.quantised)
         else:
-            act[p.name] = z.clamp(0, p.clip)
+            z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
+            if p.kind == "output":
+                act[p.name] = z
+            elif p.name in fixed:
+                act[p.name] = dequantised(z, fixed[p.name], *p.quantised)
+            else:
+                act[p.name] = z.clamp(0, p.clip)
     return act
 
 
@@ -240,18 +225,12 @@ def reconstruct(
         exit_ = block[-1].name
         losses: list[float] = []
         trainable = bool(b.optimizer.param_groups[0]["params"] or b.optimizer.param_groups[1]["params"])
-        block_scale = floats[exit_].pow(2).mean().clamp_min(1e-12)  # the two losses, each relative
-        logit_scale = floats[graph.output.name].pow(2).mean().clamp_min(1e-12)
         drops = any(p.kind == "neuron" for p in block)  # QDrop where the block itself quantises
         for i in range(iterations if trainable else 0):
             idx = torch.randint(n, (min(BATCH, n),), generator=gen)
             given = {s: _drop(quant[s][idx], floats[s][idx], gen) if drops else quant[s][idx] for s in inputs}
             out = b.forward(given, windows, shift, {k: v[idx] for k, v in floats.items() if k in names}, gen)
             loss = (out[exit_] - floats[exit_][idx]).pow(2).mean()
-            if OUTPUT_WEIGHT and block[-1].kind != "output":
-                logits = _float_rest(graph, graph.populations.index(block[-1]), {exit_: out[exit_]}, fixed)
-                out_loss = (logits - floats[graph.output.name][idx]).pow(2).mean()
-                loss = (1 - OUTPUT_WEIGHT) * loss / block_scale + OUTPUT_WEIGHT * out_loss / logit_scale
             b.step(loss, 0.5 * (1 + math.cos(math.pi * i / iterations)))
             losses.append(float(loss.detach()))
         done.update(b.results())
