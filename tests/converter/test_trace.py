@@ -506,3 +506,42 @@ def test_maximum_with_anything_but_zero_is_refused():
     model = Heads(Fn(lambda y: torch.maximum(y, torch.tensor(0.5)).mean((2, 3)))).eval()
     with pytest.raises(ValueError, match="maximum of an activation with anything but zero"):
         convert(model, torch.rand(2, 3, 8, 8), T=8)
+
+
+class DeviceAware(nn.Module):
+    """Normalisation written as users write it: constants made on the input's device and dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 2)
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]))
+
+    def forward(self, x):
+        mean = torch.tensor([0.4, 0.5, 0.6], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x - mean) / self.std.view(1, -1, 1, 1).to(x.device)
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_constants_made_on_the_inputs_device_and_dtype_convert():
+    torch.manual_seed(0)
+    model, x = DeviceAware().eval(), torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+
+
+class Sigmoid(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.conv(x))  # the line the refusal must name
+        return self.fc(y.flatten(1))
+
+
+def test_a_refusal_names_the_users_file_line_and_code():
+    with pytest.raises(ConversionError) as caught:
+        convert(Sigmoid().eval(), torch.rand(2, 3, 8, 8), T=4)
+    message = str(caught.value)
+    assert f"{__file__}:" in message and "y = torch.sigmoid(self.conv(x))" in message
+    assert "no TSC equivalent" in message

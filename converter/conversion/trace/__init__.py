@@ -40,7 +40,12 @@ __all__ = [
 
 
 class _Tracer(fx.Tracer):
-    """fx tracer that keeps every module with a conversion rule (e.g. ``ClipFloor``) as one node."""
+    """fx tracer that keeps every module with a conversion rule (e.g. ``ClipFloor``) as one node, and the
+    user's file and line of every node (for refusals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         """Modules with a rule stay whole; others are traced through (and refused if they are leaves)."""
@@ -82,7 +87,7 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
         raise ConversionError(
             f"the model cannot run on a batch of two images: {str(e).splitlines()[0]}"
         ) from None
-    b = Builder(gm)
+    b = Builder(gm, example.device)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise ConversionError(f"the model must take exactly one input tensor, it takes {len(placeholders)}")
@@ -101,6 +106,10 @@ def trace_model(model: nn.Module, example: Tensor) -> tuple[Graph, dict[str, Ten
                     f"the in-place {node.target}() changes a tensor whose later uses fx does not see; "
                     f"write y = y.{str(node.target)[:-1]}(...) instead",
                 )
+            known, value = b.folded(node)
+            if known:
+                b.values[node] = value
+                continue
             rule = rule_for(node, b.modules)
             if rule is None:
                 raise b.fail(node, _no_rule(node, b.modules))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, fx
 
 from converter.snn.fold import append_affine
@@ -60,9 +62,10 @@ Value = Pop | Affine | PendingMax | Const | Any  # Any: plain Python values such
 class Builder:
     """State of one conversion: fx values, the populations created so far, trained thresholds."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
-        """An empty conversion of the traced module ``gm``."""
+    def __init__(self, gm: fx.GraphModule, device: torch.device | None = None) -> None:
+        """An empty conversion of the traced module ``gm`` (run on ``device``)."""
         self.gm = gm
+        self.device = device or torch.device("cpu")
         self.values: dict[fx.Node, Value] = {}
         self.populations: list[Population] = []
         self.fixed_lams: dict[str, Tensor] = {}
@@ -77,7 +80,7 @@ class Builder:
         )
         stack = node.meta.get("nn_module_stack")
         path = f", inside {list(stack)[-1]}" if stack else ""
-        return ConversionError(f"cannot convert node '{node.name}' ({where}{path}): {why}")
+        return ConversionError(f"cannot convert node '{node.name}' ({where}{path}){_source(node)}: {why}")
 
     def arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
         """Positional-or-keyword argument ``i``/``name`` of a call, resolved to a value when it is a node."""
@@ -86,6 +89,21 @@ class Builder:
     def raw_arg(self, node: fx.Node, i: int, name: str, default: Any = None) -> Any:
         """Positional-or-keyword argument ``i``/``name`` of a call as the graph has it (nodes unresolved)."""
         return node.args[i] if i < len(node.args) else node.kwargs.get(name, default)
+
+    def folded(self, node: fx.Node) -> tuple[bool, Any]:
+        """``(True, value)`` for a call on constants only, computed now (``torch.tensor(mean,
+        device=x.device)``, ``self.mean.view(1, 3, 1, 1)``); ``(False, None)`` when an activation or the
+        unknown batch size goes into it."""
+        inputs = [self.values[n] for n in node.all_input_nodes]
+        if node.op not in ("call_function", "call_method") or not all(map(_constant, inputs)):
+            return False, None
+        args = _unwrap(self.resolve(node.args))
+        kwargs = {k: _unwrap(self.resolve(v)) for k, v in node.kwargs.items()}
+        if node.op == "call_method":
+            value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        else:
+            value = node.target(*args, **kwargs)
+        return True, Const(value) if isinstance(value, Tensor) else value
 
     def resolve(self, a: Any) -> Any:
         """Values for nodes (recursively in tuples/lists), plain Python otherwise."""
@@ -212,6 +230,40 @@ class Builder:
                 terms.append(Term(self.add_population(switch).name, [pad]))
             return Affine(terms)
         raise self.fail(node, "max pooling of something that is not an activation tensor")
+
+
+TORCH_DIR = Path(torch.__file__).parent
+
+
+def _constant(v: Any) -> bool:
+    """Whether a value is known now: no activation and not the unknown batch size (None) in it."""
+    if isinstance(v, (tuple, list)):
+        return all(map(_constant, v))
+    return v is not None and not isinstance(v, (Pop, Affine, PendingMax))
+
+
+def _unwrap(a: Any) -> Any:
+    """Constants as their plain values (recursively in tuples and lists)."""
+    if isinstance(a, Const):
+        return a.value
+    if isinstance(a, (tuple, list)):
+        return type(a)(_unwrap(x) for x in a)
+    return a
+
+
+def _source(node: fx.Node) -> str:
+    """`` at FILE:LINE: CODE``, the user's line that made ``node`` (from fx's recorded stack), if known."""
+    lines = (node.meta.get("stack_trace") or "").strip().splitlines()
+    for i in reversed(range(len(lines))):
+        head = lines[i].strip()  # File "x.py", line 12, in forward
+        if not head.startswith('File "') or ", line " not in head:
+            continue
+        file, line = head.split('"')[1], head.split(", line ")[1].split(",")[0]
+        if Path(file).is_relative_to(TORCH_DIR):
+            continue
+        code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        return f" at {file}:{line}" + (f": {code}" if code else "")
+    return ""
 
 
 def _concatenated(v: Affine, channels: dict[str, int]) -> list[tuple[str, Pad]] | None:

@@ -78,9 +78,12 @@ def _shape_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     if node.target == "dim":
         return len(shape)
     if node.target is getattr:
-        if node.args[1] != "shape":
-            raise b.fail(node, f"attribute {node.args[1]!r} of an activation tensor is not supported")
-        return shape
+        attribute = node.args[1]
+        if attribute in ("device", "dtype"):  # what the converter traces on: constants made with them match
+            return b.device if attribute == "device" else node.args[0].meta["tensor_meta"].dtype
+        if attribute not in ("shape", "ndim"):
+            raise b.fail(node, f"attribute {attribute!r} of an activation tensor is not supported")
+        return shape if attribute == "shape" else len(shape)
     dim = b.arg(node, 1, "dim")
     return shape if dim is None else shape[dim]
 
