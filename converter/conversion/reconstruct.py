@@ -12,9 +12,12 @@ and thresholds ``lam`` are tuned by Adam so that the quantised block reproduces 
     min over (W, c, lam) of  mean (q_exit - a_exit)^2                          (logits for the output block)
 
 ``floor`` passes its gradient straight through, which gives ``lam`` LSQ's gradient: ``q/lam - zq/lam``
-inside the range, 1 above it. The result is a TSC-SNN of the same graph whose weights and thresholds
-differ from the ANN's, so its engines agree on it exactly as on any other; the float network with these
-weights is its own ANN, while the report measures it against the original ANN.
+inside the range, 1 above it. Then the whole network is tuned the same way against the ANN's logits,
+``min mean (logits_q(x') - logits_ANN(x'))^2``, on calibration images ``x'`` flipped and shifted at random
+(the ANN's answer on the same ``x'`` is the target, so no label and no assumption about the images).
+The result is a TSC-SNN of the same graph whose weights and thresholds differ from the ANN's, so its
+engines agree on it exactly as on any other; the float network with these weights is its own ANN, while
+the report measures it against the original ANN.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -32,6 +36,8 @@ from converter.snn.ops import Op, run_chain
 from converter.snn.quantise import dequantised, lam_view, levels
 
 ITERATIONS = 600  # Adam steps per block
+NETWORK_ITERATIONS = 600  # Adam steps of the whole network at the end, against the ANN's logits
+NETWORK_LR_SCALE = 0.1  # of the blocks' rates
 BATCH = 32
 DROP = 0.5  # QDrop: share of the block's input and inner elements taken from the float ANN while training
 LR_WEIGHTS = 1e-3
@@ -74,6 +80,17 @@ def _quantise(z: Tensor, lam: Tensor, T: int, shift: float) -> Tensor:
 def _drop(q: Tensor, a: Tensor, gen: torch.Generator) -> Tensor:
     """QDrop: each element the quantised ``q``, or with probability ``DROP`` the float ``a``."""
     return torch.where(torch.rand(q.shape, generator=gen) < DROP, a, q)
+
+
+def _augmented(x: Tensor, gen: torch.Generator) -> Tensor:
+    """A batch flipped left-right (each image with probability 1/2) and shifted by up to 1/8 of its size.
+
+    The ANN's answer on the same augmented images is the target, so any change of the input is valid."""
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).view(-1, *[1] * (x.dim() - 1))
+    x = torch.where(flip, x.flip(-1), x)
+    pad = max(1, x.shape[-1] // 8)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return F.pad(x, (pad,) * 4)[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
 
 
 def _float_activations(graph: Graph, x: Tensor, fixed: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -205,11 +222,14 @@ def reconstruct(
     *,
     fixed: dict[str, Tensor] | None = None,
     iterations: int | None = None,
+    network_iterations: int | None = None,
     seed: int = 0,
 ) -> tuple[Graph, dict[str, Tensor], dict[str, Tensor], dict[str, dict]]:
-    """Weights, thresholds and bias corrections tuned block by block; the graph, lams, corrections, report."""
+    """Weights, thresholds and bias corrections tuned block by block, then together against the ANN's
+    logits; the graph, lams, corrections and report."""
     fixed = fixed or {}
     iterations = ITERATIONS if iterations is None else iterations
+    network_iterations = NETWORK_ITERATIONS if network_iterations is None else network_iterations
     gen = torch.Generator().manual_seed(seed)
     x = images.float()
     n = x.shape[0]
@@ -250,6 +270,31 @@ def reconstruct(
             if p.name in b.corrections:
                 new_corrections[p.name] = b.corrections[p.name].detach()
         if losses:
-            head, tail = losses[: max(1, len(losses) // 20)], losses[-max(1, len(losses) // 20) :]
-            report[exit_]["block_loss"] = {"first": sum(head) / len(head), "last": sum(tail) / len(tail)}
-    return graph.map_ops(lambda op: done.get(id(op), op)), new_lams, new_corrections, report
+            report[exit_]["block_loss"] = _ends(losses)
+    rebuilt = graph.map_ops(lambda op: done.get(id(op), op))
+    if not network_iterations:
+        return rebuilt, new_lams, new_corrections, report
+    whole = _Block(rebuilt.populations[1:], {}, new_lams, new_corrections, fixed)
+    losses = []
+    for i in range(network_iterations):
+        xa = _augmented(x[torch.randint(n, (min(BATCH, n),), generator=gen)], gen)
+        with torch.no_grad():
+            target = _float_activations(graph, xa, fixed)[graph.output.name]
+        given = {"input": dequantised(xa, torch.ones(()), windows["input"], shift)}
+        out = whole.forward(given, windows, shift, None, gen)[graph.output.name]
+        loss = (out - target).pow(2).mean()
+        whole.step(loss, NETWORK_LR_SCALE * 0.5 * (1 + math.cos(math.pi * i / network_iterations)))
+        losses.append(float(loss.detach()))
+    report[graph.output.name]["network_loss"] = _ends(losses)
+    tuned = whole.results()
+    lams_out = {k: v.detach().to(lams[k].dtype) for k, v in whole.lams.items()}
+    corrections_out = {k: v.detach() for k, v in whole.corrections.items()}
+    for k, v in lams_out.items():
+        report[k]["lam"] = v.tolist()
+    return rebuilt.map_ops(lambda op: tuned.get(id(op), op)), lams_out, corrections_out, report
+
+
+def _ends(losses: list[float]) -> dict[str, float]:
+    """Mean loss over the first and the last twentieth of the steps."""
+    k = max(1, len(losses) // 20)
+    return {"first": sum(losses[:k]) / k, "last": sum(losses[-k:]) / k}
