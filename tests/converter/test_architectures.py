@@ -146,6 +146,21 @@ class ShuffleUnitChunk(nn.Module):
         return self.fc(F.channel_shuffle(torch.cat([left, self.branch(right)], 1), 2).flatten(1))
 
 
+class SubPixel(nn.Module):
+    """ESPCN-style upsampling: a conv to r^2 times the channels, PixelShuffle(r), a conv; then adaptive max
+    pooling back down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand, self.shuffle = nn.Conv2d(3, 8, 3, padding=1), nn.PixelShuffle(2)
+        self.conv, self.pool = nn.Conv2d(2, 4, 3, padding=1), nn.AdaptiveMaxPool2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = F.relu(self.conv(self.shuffle(F.relu(self.expand(x)))))
+        return self.fc(self.pool(y).flatten(1))
+
+
 class ShuffleUnit(nn.Module):
     """ShuffleNetV2 unit: split the channels, transform one half, concatenate, shuffle."""
 
@@ -247,6 +262,7 @@ ARCHITECTURES = {
     "squeezenet-fire-pooled": FirePooled,
     "inception-block": Inception,
     "shufflenet-unit-chunk": ShuffleUnitChunk,
+    "sub-pixel-upsampling": SubPixel,
     "shufflenet-unit": ShuffleUnit,
     "shufflenet-unit-view": ShuffleUnitView,
     "fused-bn-subclass": FusedBN,

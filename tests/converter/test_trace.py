@@ -545,3 +545,43 @@ def test_a_refusal_names_the_users_file_line_and_code():
     message = str(caught.value)
     assert f"{__file__}:" in message and "y = torch.sigmoid(self.conv(x))" in message
     assert "no TSC equivalent" in message
+
+
+class Rearranged(nn.Module):
+    """A conv, then ``middle`` (pixel shuffles, adaptive max pooling), then a conv and a classifier."""
+
+    def __init__(self, middle: nn.Module, channels: int, size: int) -> None:
+        super().__init__()
+        self.conv, self.middle = nn.Conv2d(3, 8, 3, padding=1), middle
+        self.after = nn.Conv2d(channels, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * size * size, 3)
+
+    def forward(self, x):
+        y = self.middle(torch.relu(self.conv(x)))
+        return self.fc(torch.relu(self.after(y)).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("middle", "channels", "size"),
+    [
+        (nn.PixelShuffle(2), 2, 16),
+        (nn.PixelUnshuffle(2), 32, 4),
+        (Fn(lambda y: F.pixel_unshuffle(F.pixel_shuffle(y, 2)[:, :, 1:-1, 1:-1], 7)), 98, 2),
+        (nn.AdaptiveMaxPool2d(2), 8, 2),
+        (Fn(lambda y: F.adaptive_max_pool2d(y, (4, 2))), 8, None),
+    ],
+)
+def test_pixel_shuffles_and_adaptive_max_pooling_convert(middle, channels, size):
+    torch.manual_seed(0)
+    model = Rearranged(middle, channels, size or 1).eval()
+    if size is None:
+        model.fc = nn.Linear(4 * 4 * 2, 3)
+    x = torch.rand(4, 3, 8, 8)
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_adaptive_max_pooling_to_a_size_that_does_not_divide_is_refused():
+    model = Rearranged(nn.AdaptiveMaxPool2d(3), 8, 3).eval()
+    with pytest.raises(ConversionError, match="unequal sizes"):
+        convert(model, torch.rand(2, 3, 8, 8), T=8)

@@ -136,6 +136,21 @@ def _maxpool_module(b: Builder, node: fx.Node, m: nn.MaxPool2d) -> Value:
     )
 
 
+def _adaptive_max(b: Builder, node: fx.Node, _: Any) -> Value:
+    """Adaptive max pooling to a size that divides the input's: max pooling with kernel = stride."""
+    if b.arg(node, 2, "return_indices", getattr(b.modules.get(node.target), "return_indices", False)):
+        raise b.fail(node, "max pooling with return_indices is not supported")
+    (h, w), (oh, ow) = b.shape(node.args[0])[-2:], b.shape(node)[-2:]
+    if h % oh or w % ow:
+        raise b.fail(
+            node,
+            f"adaptive max pooling from {h}x{w} to {oh}x{ow} uses windows of unequal sizes; pool to a size "
+            "that divides the input's, or use nn.MaxPool2d",
+        )
+    kernel = [h // oh, w // ow]
+    return b.max_pool(node, b.tensor(node), _max_pool(kernel, kernel, 0, 1, False))
+
+
 def _relu_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.neuron(node, b.tensor(node))
 
@@ -252,6 +267,7 @@ MODULES: dict[type[nn.Module], Rule] = {
     nn.AvgPool2d: _avgpool_module,
     nn.AdaptiveAvgPool2d: _adaptive,
     nn.MaxPool2d: _maxpool_module,
+    nn.AdaptiveMaxPool2d: _adaptive_max,
     nn.Upsample: _upsample_module,
     ClipFloor: _clipfloor_rule,
     InputQuant: _inputquant_rule,
@@ -277,6 +293,7 @@ FUNCTIONS: dict[Any, Rule] = {
     F.adaptive_avg_pool2d: _adaptive,
     F.interpolate: _interpolate_fn,
     F.max_pool2d: _maxpool_fn,
+    F.adaptive_max_pool2d: _adaptive_max,
 }
 METHODS: dict[str, Rule] = {
     "relu": _relu_fn,

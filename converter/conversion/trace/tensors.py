@@ -190,6 +190,21 @@ def _split_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return _split(b, node, b.arg(node, 2, "dim", 0), sizes)
 
 
+def _pixel_shuffle(b: Builder, node: fx.Node, r: Any, inverse: bool) -> Value:
+    """``PixelShuffle(r)``: (C r^2, H, W) -> (C, H r, W r), a permutation of the values (and its inverse)."""
+    (c, h, w), (oc, oh, ow) = b.shape(node.args[0]), b.shape(node)
+    if not isinstance(r, int) or r < 1:
+        raise b.fail(node, f"pixel shuffle by {r!r}")
+    if inverse:  # (C, H r, W r) -> (C, r, r, H, W) by way of (C, H, r, W, r)
+        ops = [Reshape([c, h // r, r, w // r, r]), Permute([0, 2, 4, 1, 3]), Reshape([oc, oh, ow])]
+    else:  # (C r^2, H, W) = (C, r, r, H, W) -> (C, H, r, W, r)
+        ops = [Reshape([oc, r, r, h, w]), Permute([0, 3, 1, 4, 2]), Reshape([oc, oh, ow])]
+    v = b.tensor(node)
+    for op in ops:
+        v = b.apply(node, v, op)
+    return v
+
+
 def _neg_fn(b: Builder, node: fx.Node, _: Any) -> Value:
     return b.channel_affine(node, b.tensor(node), ChannelAffine(scale=torch.tensor(-1.0)))
 
@@ -228,6 +243,8 @@ MODULES: dict[type[nn.Module], Rule] = {
     nn.Unflatten: _reshape_fn,
     nn.ChannelShuffle: _shuffle_module,
     nn.ZeroPad2d: _pad_module,
+    nn.PixelShuffle: lambda b, node, m: _pixel_shuffle(b, node, m.upscale_factor, False),
+    nn.PixelUnshuffle: lambda b, node, m: _pixel_shuffle(b, node, m.downscale_factor, True),
     nn.ConstantPad2d: _pad_module,
 }
 FUNCTIONS: dict[Any, Rule] = {
@@ -248,6 +265,8 @@ FUNCTIONS: dict[Any, Rule] = {
     torch.channel_shuffle: _shuffle_fn,
     F.pad: _pad_fn,
     torch.chunk: _chunk_fn,
+    F.pixel_shuffle: lambda b, node, _: _pixel_shuffle(b, node, b.arg(node, 1, "upscale_factor"), False),
+    F.pixel_unshuffle: lambda b, node, _: _pixel_shuffle(b, node, b.arg(node, 1, "downscale_factor"), True),
     torch.split: _split_fn,
     operator.neg: _neg_fn,
     torch.neg: _neg_fn,
