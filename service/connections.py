@@ -8,6 +8,7 @@ connection unlimited time to send them, and answers parser errors and its concur
   arrive, so that a huge header is never piled up;
 - 408 when a request's line and headers take longer than TSC_HEADER_TIMEOUT_S (a connection that sent
   nothing at all is closed without an answer);
+- 503 ``overloaded`` beyond TSC_MAX_CLIENT_CONNECTIONS from one address (a quarter of the limit by default);
 - 503 ``overloaded`` beyond TSC_LIMIT_CONCURRENCY (uvicorn's ``limit_concurrency``): a connection over the
   limit is answered and closed as it arrives, so stalled clients cannot take every file descriptor, and a
   request is refused while that many are being handled;
@@ -104,6 +105,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.max_concurrency is not None and len(self.connections) > self.max_concurrency:
             why = f"over {self.max_concurrency} open connections"
             self._answer(503, "overloaded", OVERLOADED, why, linger=False)  # its descriptor is freed at once
+            return
+        cap, address = self.settings.client_connection_cap, self.client[0] if self.client else None
+        if cap is not None and sum(1 for c in self.connections if c.client and c.client[0] == address) > cap:
+            detail = f"this address holds the connections one client may ({cap}, TSC_MAX_CLIENT_CONNECTIONS)"
+            self._answer(503, "overloaded", detail, f"over {cap} connections from {address}", linger=False)
             return
         self._arm()
 

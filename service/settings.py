@@ -136,6 +136,21 @@ class Settings(BaseSettings):
         description="Open connections (and requests being handled) at most; beyond it 503 overloaded. The "
         "default is half the process's file-descriptor limit, at most 1024.",
     )
+    max_client_connections: int | None = Field(
+        None,
+        ge=0,
+        description="Open connections one client address may hold; beyond it 503 overloaded, so that one "
+        "client cannot take every slot. Default: a quarter of TSC_LIMIT_CONCURRENCY; 0: no cap (behind a "
+        "proxy every client has the proxy's address).",
+    )
+
+    @property
+    def client_connection_cap(self) -> int | None:
+        """The per-address connection cap in force (None: none)."""
+        if self.max_client_connections is None:
+            return max(1, self.limit_concurrency // 4)
+        return self.max_client_connections or None
+
     backlog: int = Field(
         1024, ge=1, description="Connections the kernel holds before the server accepts them."
     )

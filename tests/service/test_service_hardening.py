@@ -439,7 +439,9 @@ def wire(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """``python -m service`` with short header and body timeouts and a cap of 8 connections."""
     log = tmp_path_factory.mktemp("wire") / "server.log"
     timeouts = {"TSC_HEADER_TIMEOUT_S": "1", "TSC_BODY_TIMEOUT_S": "1"}
-    server = start_service(model_dir, log, TSC_LIMIT_CONCURRENCY="8", **timeouts)
+    server = start_service(
+        model_dir, log, TSC_LIMIT_CONCURRENCY="8", TSC_MAX_CLIENT_CONNECTIONS="0", **timeouts
+    )
     yield server
     server.stop()
     assert "Traceback" not in server.log.read_text()
@@ -499,6 +501,31 @@ def test_connections_over_the_limit_are_refused_at_once_and_logged(wire: Server)
             sock.close()
     wait_until(lambda: httpx.get(f"{wire.url}/readyz").status_code == 200, "never served again")
     assert "503 overloaded: over 8 open connections" in wire.log.read_text()
+
+
+def test_one_address_cannot_take_every_connection(model_dir: Path, tmp_path: Path) -> None:
+    server = start_service(
+        model_dir, tmp_path / "server.log", TSC_LIMIT_CONCURRENCY="8", TSC_MAX_CLIENT_CONNECTIONS="2"
+    )
+    host, port = address(server)
+    try:
+        hoarded = [socket.create_connection((host, port)) for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection((host, port), timeout=5) as third:
+                status, headers, body = parse(read_all(third))
+            assert (status, body["error"]) == (503, "overloaded") and headers["connection"] == "close"
+            assert "TSC_MAX_CLIENT_CONNECTIONS" in body["detail"]
+            other = socket.create_connection((host, port), timeout=5, source_address=("127.0.0.2", 0))
+            with other:  # another address is still served
+                other.sendall(b"GET /livez HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                assert parse(read_all(other))[0] == 200
+        finally:
+            for sock in hoarded:
+                sock.close()
+        assert "over 2 connections from 127.0.0.1" in server.log.read_text()
+    finally:
+        server.stop()
 
 
 # --- shutdown
