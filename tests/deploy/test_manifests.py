@@ -73,7 +73,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler"])
+@pytest.mark.parametrize("kind", ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"])
 def test_kubernetes_objects_validate_strictly(kind: str, version: str) -> None:
     assert kubernetes_validate.validate(k8s()[kind], version, strict=True) == version
 
@@ -179,3 +179,27 @@ def test_service_hpa_and_deployment_agree() -> None:
     assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and "cpu" in container["resources"]["requests"]
+
+
+def test_the_pod_has_time_for_prestop_the_grace_period_and_an_abandoned_batch() -> None:
+    from service.dataplane import STOP_WAIT_S
+
+    pod = k8s()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    pre_stop = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", command[-1]).group(1))
+    grace = float(
+        env_values(container).get(
+            "TSC_GRACEFUL_TIMEOUT_S", Settings.model_fields["graceful_timeout_s"].default
+        )
+    )
+    assert pre_stop + grace + STOP_WAIT_S + 2 <= pod["terminationGracePeriodSeconds"]
+
+
+def test_the_disruption_budget_and_the_scrape_annotations_select_the_model_server() -> None:
+    objects = k8s()
+    labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert "/metrics" in create_app(Settings()).openapi()["paths"]
