@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from converter.snn.engines import ENGINES
 from converter.snn.network import SpikingNetwork
 from converter.snn.results import RunResult
 from converter.training.datasets import to_float
@@ -103,13 +104,14 @@ def evaluate(
         "windows": net.windows,
         "shift": net.shift,
         "calibration": net.calibration.get("method"),
+        "weights": net.calibration.get("weights", "as trained"),  # "reconstructed": the ANN is not the source
     }
     tallies_hits: dict[str, Tensor] = {}
     for engine in engines:
         tally = _Tally()
         for x, y in _batches(images, labels, batch_size, engine):
             tally.add(net.run(x, engine), y)
-        key = "tsc" if engine in ("fast", "stepped") else engine
+        key = "tsc" if ENGINES[engine].coding == "tsc" else engine
         report[key] = tally.summary()
         tallies_hits[key] = torch.cat(tally.hits)
     # rate coding costs T_rate forward passes per image: it runs on a reproducible class-mixed subset, and

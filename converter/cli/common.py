@@ -255,7 +255,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"{'run':<18}{'acc %':>8}{'steps':>8}{'spikes':>12}{'additions':>14}{'MACs':>14}"]
     if "ann" in report:
         a = report["ann"]
-        lines.append(f"{'ANN':<18}{100 * a['accuracy']:>8.2f}{'-':>8}{'-':>12}{'-':>14}{a['ann_macs']:>14,}")
+        name = "ANN (rebuilt)" if report.get("weights") == "reconstructed" else "ANN"
+        lines.append(f"{name:<18}{100 * a['accuracy']:>8.2f}{'-':>8}{'-':>12}{'-':>14}{a['ann_macs']:>14,}")
     if "tsc" in report:
         t = report["tsc"]
         lines.append(

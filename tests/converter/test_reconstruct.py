@@ -101,3 +101,14 @@ def test_a_latency_target_is_met_with_windows_chosen_before_the_reconstruction(p
     net = convert(pruned_model, x, T="latency:12", method="reconstruct")
     assert net.timesteps == 12
     assert "allocation" in net.calibration and net.calibration["weights"] == "reconstructed"
+
+
+def test_evaluation_names_the_rebuilt_ann_and_counts_the_raw_engine_as_tsc(converted):
+    from converter.cli.common import table
+    from converter.evaluate import evaluate
+
+    _, x, _, rebuilt = converted
+    pixels, labels = (x[:16] * 255).round().to(torch.uint8), torch.zeros(16, dtype=torch.long)
+    report = evaluate(rebuilt, pixels, labels, engines=("ann", "raw"), precision="float32")
+    assert report["weights"] == "reconstructed" and "tsc" in report
+    assert table(report).splitlines()[1].startswith("ANN (rebuilt)")
