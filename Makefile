@@ -27,7 +27,7 @@ VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
 .PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 distil-resnet20 convert-resnet20 \
-        lowt-thirdparty train-vgg16 convert-vgg16 results clean
+        lowt-thirdparty reconstruct-thirdparty train-vgg16 convert-vgg16 results clean
 
 # what serving needs (requirements.txt, what the container installs), then everything else (tests, Ray, tools)
 $(VENV)/.runtime: requirements.txt
@@ -112,6 +112,13 @@ lowt-thirdparty: $(VENV)/.installed data
 	$(PY) -m converter train --model resnet20 --data $(DATA) --init $(CACHE)/thirdparty-resnet20-zoo.safetensors \
 		--clip-floor $(LOW_T) --clip-floor-input $(LOW_T_IN) --epochs $(LOSSLESS_EPOCHS) --lr 0.02 --wd 1e-4 \
 		--warmup-epochs 0 --device $(DEVICE) --out $(RUNS)/thirdparty-cf$(LOW_T)-in$(LOW_T_IN)
+
+## reconstruct-thirdparty: the third-party ResNet-20 converted post-training by reconstruction at T (no labels),
+## measured on the first LIMIT original test images (T=8: 160 steps, T=12: 240; README, "Calibration")
+LIMIT ?= 2000
+reconstruct-thirdparty: $(VENV)/.installed data
+	$(PY) -m converter convert --factory benchmarks.thirdparty:load_resnet20 --data $(DATA) --T $(T) \
+		--method reconstruct --limit $(LIMIT) --out $(CACHE)/thirdparty-reconstruct-T$(T)
 
 ## train-vgg16 / convert-vgg16: the paper's main network (~3 s/epoch on an H200, ~10 min/epoch on CPU)
 train-vgg16: $(VENV)/.installed data
