@@ -177,17 +177,6 @@ def _reconstructed(net: SpikingNetwork, images: Tensor, fixed: dict[str, Tensor]
         net.graph, images, net.windows, net.shift, net.lams, net.corrections, fixed=fixed
     )
     layers = {k: {**net.calibration["layers"].get(k, {}), **v} for k, v in report.items()}
-    calibration = {**net.calibration, "layers": layers, "weights": "reconstructed"}
-    return SpikingNetwork(
-        graph,
-        lams,
-        net.windows,
-        net.shift,
-        name=net.name,
-        version=net.version,
-        labels=net.labels,
-        input_spec=net.input_spec,
-        calibration=calibration,
-        provenance=net.provenance,
-        corrections=corrections,
+    return net.with_weights(
+        graph, lams, corrections, {**net.calibration, "layers": layers, "weights": "reconstructed"}
     )

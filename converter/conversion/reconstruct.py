@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from converter.snn.engines import ann
 from converter.snn.graph import Graph, Population
 from converter.snn.ops import Op, run_chain
 from converter.snn.quantise import dequantised, lam_view, levels
@@ -95,19 +96,8 @@ def _augmented(x: Tensor, gen: torch.Generator) -> Tensor:
 
 def _float_activations(graph: Graph, x: Tensor, fixed: dict[str, Tensor]) -> dict[str, Tensor]:
     """The ANN's activations of every population (a clip-floor trained layer keeps its levels)."""
-    trained_input = graph.populations[0].quantised
-    act = {"input": dequantised(x, torch.ones(()), *trained_input) if trained_input else x}
-    for p in graph.populations[1:]:
-        if p.kind == "switch":
-            act[p.name] = p.pool(act[p.source])
-        else:
-            z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
-            if p.kind == "output":
-                act[p.name] = z
-            elif p.name in fixed:
-                act[p.name] = dequantised(z, fixed[p.name], *p.quantised)
-            else:
-                act[p.name] = z.clamp(0, p.clip)
+    act: dict[str, Tensor] = {}
+    ann.forward(graph, x, lams=fixed, activations=act)
     return act
 
 
@@ -140,7 +130,6 @@ class _Block:
                     weights += tensors.values()
                     self.masks += [(v, v != 0) for v in tensors.values() if bool((v == 0).any())]
         self.done = done
-        self.fixed = fixed
         self.lams = {
             p.name: lams[p.name].detach().clone().float().requires_grad_(p.name not in fixed)
             for p in pops
@@ -279,7 +268,7 @@ def reconstruct(
     for i in range(network_iterations):
         xa = _augmented(x[torch.randint(n, (min(BATCH, n),), generator=gen)], gen)
         with torch.no_grad():
-            target = _float_activations(graph, xa, fixed)[graph.output.name]
+            target = ann.forward(graph, xa, lams=fixed)
         given = {"input": dequantised(xa, torch.ones(()), windows["input"], shift)}
         out = whole.forward(given, windows, shift, None, gen)[graph.output.name]
         loss = (out - target).pow(2).mean()

@@ -170,6 +170,22 @@ class Network:
         """Copy with other thresholds, bias corrections and calibration report (same graph and windows)."""
         return self._copy(lams=lams, corrections=corrections, calibration=calibration)
 
+    def with_weights(
+        self: N,
+        graph: Graph,
+        lams: dict[str, Tensor],
+        corrections: dict[str, Tensor],
+        calibration: dict[str, Any],
+    ) -> N:
+        """Copy with other weights on the same synapses (``graph`` has a zero wherever this one has), and
+        other thresholds, corrections and report: the counts, which depend on the synapses only, are kept."""
+        mine, theirs = list(self.graph.tensors()), list(graph.tensors())
+        if len(mine) != len(theirs) or any(
+            a.shape != b.shape or not torch.equal(a == 0, b == 0) for a, b in zip(mine, theirs, strict=False)
+        ):
+            raise ValueError("the new weights are not on the same synapses")
+        return self._copy(graph=graph, lams=lams, corrections=corrections, calibration=calibration)
+
     def _copy(self: N, **changes: Any) -> N:
         """Shallow copy of the same class sharing the precomputed counts, with ``changes`` applied."""
         copy = object.__new__(type(self))

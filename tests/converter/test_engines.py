@@ -39,7 +39,8 @@ def _both(cfg: NetConfig, seed: int, T: int, shift: float, per_channel: bool = F
     return net, fast, stepped
 
 
-def _assert_identical(fast, stepped) -> None:
+def assert_identical(fast, stepped) -> None:
+    """Fast and stepped agree on every duration, logit, spike and addition."""
     assert fast.durations.keys() == stepped.durations.keys()
     for name in fast.durations:
         assert torch.equal(fast.durations[name], stepped.durations[name]), name
@@ -64,7 +65,7 @@ def _assert_identical(fast, stepped) -> None:
 @example(cfg=NetConfig(3, 1, 1, 0, True, True, False, "avg", 6, 5), seed=0, T=1, shift=0, per_channel=True)
 def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
     net, fast, stepped = _both(cfg, seed, T, shift, per_channel)
-    _assert_identical(fast, stepped)
+    assert_identical(fast, stepped)
     assert fast.timesteps == net.graph.depth * T
 
 
@@ -78,7 +79,7 @@ def test_fast_equals_stepped(cfg, seed, T, shift, per_channel):
 )
 def test_fast_equals_stepped_with_mixed_windows(cfg, seed, windows_seed, shift, per_channel):
     net, fast, stepped = _both(cfg, seed, 5, shift, per_channel, windows_seed)
-    _assert_identical(fast, stepped)
+    assert_identical(fast, stepped)
     for name, d in fast.durations.items():
         assert d.max() <= net.window(name), name
 
@@ -92,7 +93,7 @@ def test_mixed_windows_latency_is_the_longest_path_sum():
     # longest path input -> conv1 -> conv2 -> conv3 -> fc: every window once; the shortcut adds none
     assert mixed.timesteps == 3 + 7 + 2 + 5
     x = images(4, 8, 0).double()
-    _assert_identical(mixed.run(x, "fast", keep_durations=True), mixed.run(x, "stepped", keep_durations=True))
+    assert_identical(mixed.run(x, "fast", keep_durations=True), mixed.run(x, "stepped", keep_durations=True))
     # per neuron: it integrates over the longest window of its sources, then speaks in its own
     updates = {layer.name: layer.neuron_updates for layer in mixed.run(x, "fast").layers}
     sizes = {p.name: p.size for p in net.graph.populations}

@@ -11,6 +11,12 @@ from benchmarks.thirdparty import LambdaLayer as Fn
 from converter import ConversionError, convert
 
 
+def _assert_ann_is_the_model(model: nn.Module, x: torch.Tensor, **tolerance: float) -> None:
+    """Converted at T = 8, the network's ANN computes what ``model`` computes on ``x``."""
+    net = convert(model, x, T=8)
+    torch.testing.assert_close(net.run(x, "ann").logits, model(x), **tolerance)
+
+
 class Spellings(nn.Module):
     """ReLU, flatten and residual add in their many spellings; dropout; inplace ops; mean pooling."""
 
@@ -318,8 +324,7 @@ def test_more_spellings_convert(head):
     torch.manual_seed(0)
     model = Heads(head).eval()
     x = torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+    _assert_ann_is_the_model(model, x)
 
 
 def test_reshapes_that_mix_the_batch_are_refused():
@@ -407,8 +412,7 @@ class KeywordAdd(nn.Module):
 
 def test_an_add_with_its_operand_by_keyword_converts():
     model, x = KeywordAdd().eval(), torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+    _assert_ann_is_the_model(model, x, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -426,8 +430,7 @@ def test_a_constant_and_an_activation_combine_with_alpha(combine):
     torch.manual_seed(0)
     model = Heads(Fn(lambda y: combine(torch.full((1, 4, 1, 1), 0.25), y).relu().mean((2, 3)))).eval()
     x = torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+    _assert_ann_is_the_model(model, x)
 
 
 class TokenMixer(nn.Module):
@@ -449,8 +452,7 @@ def test_a_batchnorm_after_a_linear_over_the_last_dimension_scales_the_channels(
     from tests.converter.nets import randomise_batchnorm
 
     model, x = randomise_batchnorm(TokenMixer()), torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+    _assert_ann_is_the_model(model, x, rtol=1e-4, atol=1e-5)
 
 
 class Split(nn.Module):
@@ -479,8 +481,7 @@ class Split(nn.Module):
 def test_channel_chunks_and_splits_convert(spell):
     torch.manual_seed(0)
     model, x = Split(spell).eval(), torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+    _assert_ann_is_the_model(model, x)
 
 
 @pytest.mark.parametrize(
@@ -498,8 +499,7 @@ def test_negation_maximum_with_zero_zero_padding_and_unflatten_convert(head):
     torch.manual_seed(0)
     model = Heads(head).eval()
     x = torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x))
+    _assert_ann_is_the_model(model, x)
 
 
 def test_maximum_with_anything_but_zero_is_refused():
@@ -525,8 +525,7 @@ class DeviceAware(nn.Module):
 def test_constants_made_on_the_inputs_device_and_dtype_convert():
     torch.manual_seed(0)
     model, x = DeviceAware().eval(), torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+    _assert_ann_is_the_model(model, x, rtol=1e-4, atol=1e-5)
 
 
 class Sigmoid(nn.Module):
@@ -577,8 +576,7 @@ def test_pixel_shuffles_and_adaptive_max_pooling_convert(middle, channels, size)
     if size is None:
         model.fc = nn.Linear(4 * 4 * 2, 3)
     x = torch.rand(4, 3, 8, 8)
-    net = convert(model, x, T=8)
-    torch.testing.assert_close(net.run(x, "ann").logits, model(x), rtol=1e-4, atol=1e-5)
+    _assert_ann_is_the_model(model, x, rtol=1e-4, atol=1e-5)
 
 
 def test_adaptive_max_pooling_to_a_size_that_does_not_divide_is_refused():

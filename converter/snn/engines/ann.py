@@ -29,13 +29,16 @@ def forward(
     on_neuron: Callable[[str, Tensor], None] | None = None,
     lams: dict[str, Tensor] | None = None,
     given: dict[str, Tensor] | None = None,
+    activations: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Logits of the network as trained: ReLU, or with ``lams`` the clip-floor layers it was trained with.
 
     ``on_neuron(name, activation)`` sees every neuron layer's activations (calibration); populations in
-    ``given`` take those activations instead of computing them (the rest of the network runs as the ANN).
+    ``given`` take those activations instead of computing them (the rest of the network runs as the ANN);
+    ``activations``, when given, receives every population's, the logits included.
     """
-    act: dict[str, Tensor] = dict(given or {})
+    act: dict[str, Tensor] = {} if activations is None else activations
+    act.update(given or {})
     for p in graph.populations:
         if p.name in act:
             continue
@@ -48,6 +51,7 @@ def forward(
             continue
         z = sum(run_chain(t.ops, act[t.source]) for t in p.terms)
         if p.kind == "output":
+            act[p.name] = z
             return z
         trained = lams is not None and p.quantised
         act[p.name] = dequantised(z, lams[p.name], *p.quantised) if trained else z.clamp(0, p.clip)
