@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -111,3 +113,12 @@ def test_evaluation_names_the_rebuilt_ann_and_counts_the_raw_engine_as_tsc(conve
     report = evaluate(rebuilt, pixels, labels, engines=("ann", "raw"), precision="float32")
     assert report["weights"] == "reconstructed" and "tsc" in report
     assert table(report).splitlines()[1].startswith("ANN (rebuilt)")
+
+
+def test_new_weights_must_sit_on_the_same_synapses(converted):
+    _, _, aware, _ = converted
+    same = aware.with_weights(aware.graph.to(), aware.lams, aware.corrections, aware.calibration)
+    assert same.fanouts is aware.fanouts  # counted once, shared
+    filled = aware.graph.map_ops(lambda op: replace(op, **{k: v + 1 for k, v in op.tensors().items()}))
+    with pytest.raises(ValueError, match="same synapses"):
+        aware.with_weights(filled, aware.lams, aware.corrections, aware.calibration)
