@@ -86,7 +86,7 @@ def main() -> int:
         name = args.model or next(iter(discover(models)))
         settings = Settings(model_dir=models, default_model=name, torch_threads=args.threads)
         image, results = png(args.image_side), {}
-        with local_cluster(free_port(), num_cpus=args.cpus) as url:
+        with local_cluster(free_port, num_cpus=args.cpus) as url:
             for replicas in REPLICAS:
                 deploy(settings, replicas, cpus_per_replica=args.cpus / max(REPLICAS))
                 assert running_replicas() == replicas

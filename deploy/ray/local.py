@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,11 +15,15 @@ from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 APP_NAME = "tsc-snn"
+PORT_TRIES = 3
 
 
 @contextmanager
-def local_cluster(port: int, num_cpus: int = 2) -> Iterator[str]:
-    """A local Ray cluster of ``num_cpus`` CPUs with Serve's HTTP proxy on 127.0.0.1:``port``; its URL.
+def local_cluster(free_port: Callable[[], int], num_cpus: int = 2) -> Iterator[str]:
+    """A local Ray cluster of ``num_cpus`` CPUs with Serve's HTTP proxy on 127.0.0.1; its URL.
+
+    The proxy's port comes from ``free_port()`` once Ray's own services hold theirs (one of them could
+    take a port chosen before), and again, up to ``PORT_TRIES`` times, when another process took it first.
 
     No dashboard, no usage reporting, replicas' logs kept out of this process's output (they are under
     /tmp/ray/session_latest/logs); the workers import the repository's packages whatever the current
@@ -34,7 +38,15 @@ def local_cluster(port: int, num_cpus: int = 2) -> Iterator[str]:
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for attempt in range(PORT_TRIES):
+            port = free_port()
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": port})
+                break
+            except (RuntimeError, ray.exceptions.RayActorError):  # the proxy could not bind or start
+                serve.shutdown()
+                if attempt == PORT_TRIES - 1:
+                    raise
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

@@ -66,7 +66,7 @@ def plain(settings: Settings, uploads: list[Upload]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(settings: Settings) -> Iterator[str]:
     """A local Ray cluster (2 CPUs) serving the app with 2 replicas; Serve's proxy URL. Shut down after."""
-    with local_cluster(free_port()) as url:
+    with local_cluster(free_port) as url:
         deploy(settings, replicas=2, cpus_per_replica=0.5)
         yield url
 
