@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout_s=settings.body_timeout_s,
         min_rate=settings.body_min_rate,
         budget_bytes=settings.body_budget_bytes,
+        client_budget_bytes=settings.client_body_budget,
     )
     if settings.api_key is not None:  # outside the body limits: an anonymous body is never read
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())

@@ -6,8 +6,11 @@ that stops arriving (a client that stalls, or a Content-Length larger than what 
 TSC_BODY_TIMEOUT_S and the connection is closed (uvicorn would wait for the rest). A body must also arrive
 whole within TSC_BODY_TIMEOUT_S + size / TSC_BODY_MIN_RATE (its Content-Length, else the upload limit), so a
 client sending a byte now and then cannot keep a slot. All requests together hold at most
-TSC_BODY_BUDGET_BYTES of body: a request's declared length is reserved before any of it is read (a chunked
-body's bytes as they come), and one that does not fit gets 503 ``overloaded`` with Connection: close.
+TSC_BODY_BUDGET_BYTES of body, and the requests of one client address at most its share of that (the share
+of the connections TSC_MAX_CLIENT_CONNECTIONS gives it, or one largest body if that is more), so that one
+client stalling bodies cannot take the whole budget: a request's declared length is reserved before any of
+it is read (a chunked body's bytes as they come), and one that does not fit gets 503 ``overloaded`` with
+Connection: close.
 When the shutdown grace period ends, uvicorn cancels the requests still running; each gets a 503
 ``not_ready`` here instead of uvicorn's plain-text 500 and a traceback in the log.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -29,21 +33,42 @@ SHUTTING_DOWN = NotReady("the server is shutting down; retry on another instance
 
 
 class BodyBudget:
-    """Bytes of request bodies held by every request together (one event loop: no lock needed)."""
+    """Bytes of request bodies held by every request together and by each client address (one event loop:
+    no lock needed); ``per_client`` None: no limit per address."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.held = limit, 0
+    def __init__(self, limit: int, per_client: int | None = None) -> None:
+        self.limit, self.per_client, self.held = limit, per_client, 0
+        self.held_by: Counter[str] = Counter()
 
-    def take(self, n: int) -> bool:
-        """Reserve ``n`` bytes; False (nothing reserved) when they do not fit."""
-        if self.held + n > self.limit:
+    def take(self, n: int, client: str = "") -> bool:
+        """Reserve ``n`` bytes for ``client``; False (nothing reserved) when they do not fit."""
+        if self.held + n > self.limit or not self._fits_client(n, client):
             return False
         self.held += n
+        self.held_by[client] += n
         return True
 
-    def give(self, n: int) -> None:
-        """Release ``n`` reserved bytes."""
+    def give(self, n: int, client: str = "") -> None:
+        """Release ``n`` bytes reserved for ``client``."""
         self.held -= n
+        self.held_by[client] -= n
+        if self.held_by[client] <= 0:
+            del self.held_by[client]
+
+    def _fits_client(self, n: int, client: str) -> bool:
+        return self.per_client is None or self.held_by[client] + n <= self.per_client
+
+    def refusal(self, n: int, client: str) -> str:
+        """Why ``n`` more bytes for ``client`` do not fit."""
+        if not self._fits_client(n, client):
+            return (
+                f"this address holds as many request bodies as one client may ({self.per_client} bytes, its "
+                "TSC_MAX_CLIENT_CONNECTIONS share of TSC_BODY_BUDGET_BYTES); retry once they are done"
+            )
+        return (
+            f"the server holds as many request bodies as it may ({self.limit} bytes together, "
+            "TSC_BODY_BUDGET_BYTES); retry shortly"
+        )
 
 
 class RequestLimitsMiddleware:
@@ -57,12 +82,14 @@ class RequestLimitsMiddleware:
         timeout_s: float = 30.0,
         min_rate: float = 16 * 1024,
         budget_bytes: int | None = None,
+        client_budget_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.min_rate = min_rate
-        self.budget = BodyBudget(budget_bytes if budget_bytes is not None else 64 * max_bytes)
+        limit = budget_bytes if budget_bytes is not None else 64 * max_bytes
+        self.budget = BodyBudget(limit, client_budget_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a too-large Content-Length at once; else serve, counting and timing the body as it comes."""
@@ -76,8 +103,9 @@ class RequestLimitsMiddleware:
             await response(scope, receive, send)
             return
         reserved = int(declared) if declared.isdigit() else 0
-        if not self.budget.take(reserved):
-            busy = Overloaded(self._busy())
+        client = scope["client"][0] if scope.get("client") else ""
+        if not self.budget.take(reserved, client):
+            busy = Overloaded(self.budget.refusal(reserved, client))
             response = error_response(
                 busy.status, busy.error, busy.detail, busy.headers, protocol=is_protocol(scope)
             )
@@ -107,8 +135,8 @@ class RequestLimitsMiddleware:
             if received > self.max_bytes:
                 raise HTTPException(413, detail)  # reaches the JSON handler, whoever reads the body
             if received > reserved:  # a chunked body (or one longer than declared): reserve as it comes
-                if not self.budget.take(received - reserved):
-                    raise Overloaded(self._busy())
+                if not self.budget.take(received - reserved, client):
+                    raise Overloaded(self.budget.refusal(received - reserved, client))
                 reserved = received
             return message
 
@@ -122,13 +150,7 @@ class RequestLimitsMiddleware:
         except asyncio.CancelledError:
             await self._cut_off(scope, receive, send, started)
         finally:
-            self.budget.give(reserved)
-
-    def _busy(self) -> str:
-        return (
-            f"the server holds as many request bodies as it may ({self.budget.limit} bytes together, "
-            "TSC_BODY_BUDGET_BYTES); retry shortly"
-        )
+            self.budget.give(reserved, client)
 
     @staticmethod
     async def _cut_off(scope: Scope, receive: Receive, send: Send, started: bool) -> None:

@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     body_budget_bytes: int = Field(
         default_factory=default_body_budget,
         ge=1024,
-        description="Request-body bytes all connections together may hold at once; beyond it 503 overloaded "
+        description="Request-body bytes all connections together may hold at once, and one client address "
+        "its TSC_MAX_CLIENT_CONNECTIONS share of them (at least one largest body); beyond it 503 overloaded "
         "with Connection: close. The default is a quarter of the process's memory limit (cgroup, else RAM).",
     )
     keep_alive_timeout_s: int = Field(5, ge=1, description="Time an idle keep-alive connection stays open.")
@@ -150,6 +151,16 @@ class Settings(BaseSettings):
         if self.max_client_connections is None:
             return max(1, self.limit_concurrency // 4)
         return self.max_client_connections or None
+
+    @property
+    def client_body_budget(self) -> int | None:
+        """Request-body bytes one address may hold (None: no cap): the share of TSC_BODY_BUDGET_BYTES its
+        connection cap gives it of TSC_LIMIT_CONCURRENCY, and at least one body of TSC_MAX_UPLOAD_BYTES."""
+        cap = self.client_connection_cap
+        if cap is None:
+            return None
+        share = self.body_budget_bytes * min(cap, self.limit_concurrency) // self.limit_concurrency
+        return max(share, self.max_upload_bytes)
 
     backlog: int = Field(
         1024, ge=1, description="Connections the kernel holds before the server accepts them."

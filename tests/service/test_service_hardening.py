@@ -380,6 +380,43 @@ async def test_bodies_beyond_the_memory_budget_get_a_503_and_their_bytes_are_rel
         assert ok.status_code == 200, ok.text
 
 
+async def test_one_address_holds_at_most_its_share_of_the_body_budget(model_dir: Path, png: bytes) -> None:
+    """A client stalling bodies cannot take the budget from everyone: its address has a share of it."""
+    release = asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:
+        yield b"--b\r\n"
+        await release.wait()
+
+    # 2 of 8 connections per address: a quarter of the 40,000-byte budget, at least one 9,800-byte body
+    limits = {"limit_concurrency": 8, "max_client_connections": 2, "max_upload_bytes": 9800}
+    settings = settings_for(model_dir, body_budget_bytes=40_000, **limits)
+    assert settings.client_body_budget == 10_000
+    async with (
+        app_serving(settings) as app,
+        client_from(app, "1.2.3.4") as greedy,
+        client_from(app, "5.6.7.8") as other,
+    ):
+        headers = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": "9800"}
+        holder = asyncio.create_task(greedy.post("/classify", content=held(), headers=headers))
+        await asyncio.sleep(0.2)
+        refused = await greedy.post("/classify", files={"file": ("a.png", png)})  # over its address's share
+        assert refused.status_code == 503 and refused.headers["connection"] == "close", refused.text
+        assert "this address holds" in refused.json()["detail"]
+        assert (await other.post("/classify", files={"file": ("a.png", png)})).status_code == 200
+        release.set()
+        await holder
+        again = await greedy.post("/classify", files={"file": ("a.png", png)})  # its share was given back
+        assert again.status_code == 200, again.text
+
+
+def test_the_address_share_of_the_body_budget_follows_the_connection_cap() -> None:
+    budget = {"body_budget_bytes": 512 * 2**20, "limit_concurrency": 1024}
+    assert Settings(**budget).client_body_budget == 128 * 2**20  # the default cap: a quarter
+    assert Settings(**budget, max_client_connections=1).client_body_budget == 16 * 2**20  # one largest body
+    assert Settings(**budget, max_client_connections=0).client_body_budget is None  # no cap, no share
+
+
 # --- configuration
 
 
