@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from converter.snn.system import lazy_exports
 
 if TYPE_CHECKING:
+    from converter.conversion.model_file import ModelFileError, load_model
     from converter.conversion.pipeline import convert
     from converter.conversion.trace import (
         ConversionError,
@@ -28,10 +29,12 @@ _HOMES = {
     "ConversionError": "converter.conversion.trace",
     "InputSpec": "converter.snn.model",
     "LayerCounts": "converter.snn.results",
+    "ModelFileError": "converter.conversion.model_file",
     "RunResult": "converter.snn.results",
     "SpikingNetwork": "converter.snn.network",
     "convert": "converter.conversion.pipeline",
     "load": "converter.snn.network",
+    "load_model": "converter.conversion.model_file",
     "register_function": "converter.conversion.trace",
     "register_method": "converter.conversion.trace",
     "register_module": "converter.conversion.trace",
@@ -41,10 +44,12 @@ __all__ = [
     "ConversionError",
     "InputSpec",
     "LayerCounts",
+    "ModelFileError",
     "RunResult",
     "SpikingNetwork",
     "convert",
     "load",
+    "load_model",
     "register_function",
     "register_method",
     "register_module",

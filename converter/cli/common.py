@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from converter.cli import CommandError
 from converter.conversion.calibrate import METHODS
+from converter.conversion.model_file import ModelFileError, load_model
 from converter.snn.network import SpikingNetwork
 from converter.snn.windows import latency_target
 from converter.training.datasets import SPEC_HELP, DatasetError, ImageDataset, open_dataset, to_float
@@ -115,6 +117,11 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--run", type=Path, help="output folder of `python -m converter train`")
     src.add_argument("--weights", type=Path, help="safetensors state dict of a zoo model (with --model)")
     src.add_argument("--factory", help="MODULE:FUNCTION returning a trained nn.Module (your own model)")
+    src.add_argument(
+        "--model-file",
+        type=Path,
+        help="your exported model: TorchScript (torch.jit.save), torch.export archive (.pt2) or ONNX (.onnx)",
+    )
     p.add_argument("--model", help="zoo model name for --weights")
     p.add_argument("--num-classes", type=int, help="outputs of the zoo model (default: from the run or 10)")
 
@@ -208,8 +215,18 @@ def accuracy_record(net: SpikingNetwork, report: dict, data: str) -> dict:
     }
 
 
-def load_source(args: argparse.Namespace) -> Trained:
-    """The trained model the arguments name."""
+def load_source(args: argparse.Namespace, data: ImageDataset) -> Trained:
+    """The trained model the arguments name (a model file is read for ``data``'s image shape)."""
+    if args.model_file:
+        shape = tuple(data.images.shape[1:])
+        try:
+            model = load_model(args.model_file, shape)
+        except ModelFileError as e:
+            raise CommandError(str(e)) from None
+        with torch.no_grad():
+            outputs = model(torch.zeros(1, *shape)).shape[-1]
+        info = {"model_file": str(args.model_file)}
+        return Trained(model, args.model_file.stem, [str(i) for i in range(outputs)], None, info)
     if args.factory:
         module, _, fn = args.factory.partition(":")
         try:

@@ -54,15 +54,15 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def run_convert(args: argparse.Namespace) -> int:
     """Run ``convert``."""
-    src = load_source(args)
     train = load_split(args, "train")
+    src = load_source(args, train)
     if train.classes and len(train.classes) != len(src.classes) and not args.factory:
         raise CommandError(f"the data has {len(train.classes)} classes, the model {len(src.classes)}")
     calib, holdout = calibration_sets(args, train, needs_holdout(args.T))
     labels = train.classes if train.classes else src.classes
     provenance = {
         "source_model": src.name,
-        "weights": str(args.run or args.weights or args.factory),
+        "weights": str(args.run or args.weights or args.factory or args.model_file),
         "dataset": args.data,
         "calibration_images": int(calib.shape[0]),
         "training": src.info,

@@ -109,8 +109,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Run ``sweep``: ANN once, TSC per (calibration, T), rate coding once."""
-    src = load_source(args)
-    calib, holdout = calibration_sets(args, load_split(args, "train"), any(map(needs_holdout, args.T)))
+    train = load_split(args, "train")
+    src = load_source(args, train)
+    calib, holdout = calibration_sets(args, train, any(map(needs_holdout, args.T)))
     images, labels = test_subset(args)
     report: dict = {"model": src.name, "dataset": args.data, "test_images": int(labels.numel()), "runs": []}
     lines = []

@@ -12,12 +12,22 @@ from converter.snn.ops import AdaptiveAvgPool2d, AvgPool2d, ChannelAffine, Conv2
 
 def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
     """The inference-time map of a BatchNorm layer as ``x * scale + shift`` per channel."""
-    if bn.running_mean is None or bn.running_var is None:
+    weight, bias = (bn.weight, bn.bias) if bn.affine else (None, None)
+    return normalisation_affine(bn.running_mean, bn.running_var, bn.eps, weight, bias)
+
+
+def normalisation_affine(
+    mean: Tensor | None, var: Tensor | None, eps: float, weight: Tensor | None, bias: Tensor | None
+) -> ChannelAffine:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` (BatchNorm at inference) as a channel affine map."""
+    if mean is None or var is None:
         raise ValueError("BatchNorm without running statistics (track_running_stats=False) cannot be folded")
-    scale = 1.0 / torch.sqrt(bn.running_var.detach() + bn.eps)
-    shift = -bn.running_mean.detach() * scale
-    if bn.affine:
-        scale, shift = scale * bn.weight.detach(), shift * bn.weight.detach() + bn.bias.detach()
+    scale = 1.0 / torch.sqrt(var.detach() + eps)
+    shift = -mean.detach() * scale
+    if weight is not None:
+        scale, shift = scale * weight.detach(), shift * weight.detach()
+    if bias is not None:
+        shift = shift + bias.detach()
     return ChannelAffine(scale=scale, bias=shift)
 
 

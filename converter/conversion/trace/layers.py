@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from converter.conversion.trace.builder import Affine, Builder, Const, PendingMax, Pop, Value
 from converter.snn.fold import batchnorm_affine
@@ -38,10 +38,24 @@ def _max_pool(kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: 
 def _conv_module(b: Builder, node: fx.Node, m: nn.Conv2d) -> Value:
     if m.padding_mode != "zeros":
         raise b.fail(node, f"padding_mode={m.padding_mode!r}: only zero padding is supported")
-    padding = m.padding
+    return conv(b, node, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def conv(
+    b: Builder,
+    node: fx.Node,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: int,
+) -> Value:
+    """A 2-d convolution of the node's input (zero padding given as sizes, ``"valid"`` or ``"same"``)."""
+    kernel = weight.shape[2:]
     if isinstance(padding, str):  # "valid" or "same"
         pads = (
-            [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size, strict=True)]
+            [d * (k - 1) for d, k in zip(pair(dilation), kernel, strict=True)]
             if padding == "same"
             else [0, 0]
         )
@@ -49,12 +63,12 @@ def _conv_module(b: Builder, node: fx.Node, m: nn.Conv2d) -> Value:
             raise b.fail(node, f"padding='same' needs asymmetric padding {pads}, which is not supported")
         padding = [p // 2 for p in pads]
     op = Conv2d(
-        weight=m.weight.detach(),
-        bias=None if m.bias is None else m.bias.detach(),
-        stride=list(m.stride),
-        padding=list(padding),
-        dilation=list(m.dilation),
-        groups=m.groups,
+        weight=weight.detach(),
+        bias=None if bias is None else bias.detach(),
+        stride=pair(stride),
+        padding=pair(padding),
+        dilation=pair(dilation),
+        groups=groups,
         origin=node.name,
     )
     return b.apply(node, b.tensor(node), op)

@@ -1,6 +1,7 @@
 """The registries of conversion rules: one per module type, function or method (spec section 4).
 
-The built-in rules live in ``trace.layers`` and ``trace.tensors``; ``register_module``,
+The built-in rules live in ``trace.layers``, ``trace.tensors`` and ``trace.functional`` (which also files
+the ATen operators of exported programs under the rules of their torch functions); ``register_module``,
 ``register_function`` and ``register_method`` add more. A rule receives the ``Builder``, the fx node and
 (for modules) the module, and returns the node's value. A subclass of a registered module type inherits
 its rule only if it also inherits its ``forward``: one that changes ``forward`` (an activation inside a
@@ -15,12 +16,15 @@ from typing import Any
 import torch.nn.functional as F
 from torch import fx, nn
 
-from converter.conversion.trace import layers, tensors
+from converter.conversion.trace import functional, layers, tensors
 from converter.conversion.trace.layers import Rule
 
 MODULE_RULES: dict[type[nn.Module], Rule] = {**layers.MODULES, **tensors.MODULES}
-FUNCTION_RULES: dict[Any, Rule] = {**layers.FUNCTIONS, **tensors.FUNCTIONS}
+FUNCTION_RULES: dict[Any, Rule] = {**layers.FUNCTIONS, **tensors.FUNCTIONS, **functional.FUNCTIONS}
 METHOD_RULES: dict[str, Rule] = {**layers.METHODS, **tensors.METHODS}
+FUNCTION_RULES.update(
+    {op: (METHOD_RULES if isinstance(f, str) else FUNCTION_RULES)[f] for op, f in functional.SAME_AS.items()}
+)
 
 
 def _registrar(table: dict, keys: tuple) -> Callable[[Rule], Rule]:
