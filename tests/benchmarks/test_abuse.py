@@ -42,5 +42,5 @@ def test_the_quick_run_attacks_and_passes_every_check(tmp_path: Path) -> None:
         assert 50 < results[name]["rss_peak_mib"] < 2048, name
         assert results[name]["bystander"]["requests"] > 0, name
     assert {"408 request_timeout", "503 overloaded"} <= set(results["trickle"]["answers"])
-    assert {"408", "503"} == set(results["body-budget"]["answers"])  # some held, the rest refused
+    assert {"408", "503"} <= set(results["body-budget"]["answers"])  # some held, the rest refused
     assert results["shutdown"]["answers"]["batch"] == "503"
