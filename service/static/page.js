@@ -1,5 +1,6 @@
 /* The page: choose an image, ask POST /classify, draw the answer, its cost, per-layer spikes and the raster. */
-"use strict";
+import { nameElement } from "./names.js";
+import { initRaster, showRaster } from "./raster.js";
 
 const KEY_STORAGE = "tsc-api-key";
 const TOP_K = 5;
@@ -160,7 +161,7 @@ function showModel() {
       "details",
       {},
       element("summary", { textContent: `Windows: ${summary}` }),
-      element("ul", {}, ...windows.map(([name, w]) => element("li", { textContent: `${name}: ${w}` }))),
+      element("ul", {}, ...windows.map(([name, w]) => element("li", {}, nameElement("span", name), `: ${w}`))),
     ),
   );
 }
@@ -215,6 +216,19 @@ async function classify() {
   }
 }
 
+/* A row of a bar list: name, a bar of `fraction` of the track's width, the value written out. */
+function bar(name, fraction, value, title = "") {
+  const fill = element("span", { className: "fill" });
+  fill.style.width = `${(100 * fraction).toFixed(2)}%`;
+  return element(
+    "div",
+    { role: "listitem", className: "row", title },
+    name,
+    element("span", { className: "track" }, fill),
+    element("span", { className: "value", textContent: value }),
+  );
+}
+
 /* The answer: the top class, the top-k as bars, the model that gave it. */
 function render(answer) {
   $("intro").hidden = true;
@@ -227,23 +241,13 @@ function render(answer) {
     `${model.name}, version ${model.version}, engine ${model.engine}, T = ${model.T}` +
     (answer.filename ? `, file ${answer.filename}` : "");
   $("predictions").replaceChildren(
-    ...answer.predictions.map((p) => {
-      const fill = element("span", { className: "fill" });
-      fill.style.width = `${(100 * p.probability).toFixed(2)}%`;
-      const row = element(
-        "div",
-        { role: "listitem" },
-        element("span", { className: "name", textContent: p.label }),
-        element("span", { className: "track" }, fill),
-        element("span", { className: "value", textContent: percent(p.probability) }),
-      );
-      row.style.display = "contents";
-      return row;
-    }),
+    ...answer.predictions.map((p) =>
+      bar(element("span", { className: "name", textContent: p.label }), p.probability, percent(p.probability)),
+    ),
   );
   renderCost(answer);
   renderLayers(answer.spikes.layers);
-  drawRaster(answer.raster, answer.latency.timesteps);
+  showRaster(answer.raster, answer.latency.timesteps);
 }
 
 /* The cost: figures, ratios, and every figure as a bar on one log scale. */
@@ -333,10 +337,13 @@ function logBars(groups, width) {
   const height = axisH + groups.reduce((h, [, bars]) => h + headH + bars.length * rowH, 0) + 4;
   const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img" });
   svg.setAttribute("aria-label", "The answer's costs as bars on one logarithmic scale");
+  const labelEvery = Math.ceil(32 / (plotW / decades)); // grid lines at least 32 px apart are labelled
   for (let k = 0; k <= decades; k++) {
     const gx = labelW + (plotW * k) / decades;
     svg.append(svgElement("line", { x1: gx, x2: gx, y1: axisH - 4, y2: height, class: "grid" }));
-    svg.append(svgElement("text", { x: gx, y: 11, "text-anchor": "middle", class: "axis" }, power(k)));
+    if (k % labelEvery === 0) {
+      svg.append(svgElement("text", { x: gx, y: 11, "text-anchor": "middle", class: "axis" }, power(k)));
+    }
   }
   let y = axisH;
   for (const [title, bars] of groups) {
@@ -352,127 +359,18 @@ function logBars(groups, width) {
   return svg;
 }
 
-/* Per-layer spikes per neuron: one bar per population, linear scale. */
+/* Per-layer spikes per neuron: one bar per population, linear scale, readable names. */
 function renderLayers(layers) {
-  const width = $("layer-chart").clientWidth || 900;
-  const labelW = 230;
-  const valueW = 70;
-  const rowH = 16;
-  const plotW = Math.max(120, width - labelW - valueW);
   const perNeuron = layers.map((l) => (l.neurons ? l.spikes / l.neurons : 0));
   const top = Math.max(...perNeuron, 0.01);
-  const height = layers.length * rowH + 4;
-  const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img" });
-  svg.setAttribute("aria-label", "Spikes per neuron of each layer");
-  layers.forEach((layer, i) => {
-    const y = i * rowH;
-    const w = (plotW * perNeuron[i]) / top;
-    const label = layer.kind === layer.name ? layer.name : `${layer.name} (${layer.kind})`;
-    svg.append(svgElement("text", { x: 0, y: y + 12 }, label));
-    svg.append(svgElement("rect", { x: labelW, y: y + 3, width: w, height: rowH - 5, class: "tsc" }));
-    const title = `${count(layer.spikes)} spikes / ${count(layer.neurons)} neurons`;
-    svg.lastChild.append(svgElement("title", {}, title));
-    svg.append(svgElement("text", { x: labelW + w + 4, y: y + 12 }, perNeuron[i].toFixed(3)));
-  });
-  $("layer-chart").replaceChildren(svg);
-}
-
-/* The raster: x = time step, a row per sampled neuron grouped by layer, each layer's window shaded. */
-function niceStep(span) {
-  const raw = span / 12;
-  const base = 10 ** Math.floor(Math.log10(Math.max(raw, 1)));
-  return [1, 2, 5, 10].map((m) => m * base).find((s) => s >= raw) ?? base * 10;
-}
-
-function fitText(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  let cut = text;
-  while (cut.length > 1 && ctx.measureText(`${cut}…`).width > width) cut = cut.slice(0, -1);
-  return `${cut}…`;
-}
-
-function drawRaster(raster, timesteps) {
-  const section = $("raster").closest("section");
-  section.hidden = !raster;
-  if (!raster) return;
-  const canvas = $("raster");
-  const css = getComputedStyle(document.documentElement);
-  const colour = (name) => css.getPropertyValue(`--${name}`).trim();
-  const rows = raster.reduce((n, layer) => n + layer.neurons.length, 0);
-  const rowH = Math.max(2, Math.min(8, Math.floor(900 / Math.max(rows, 1))));
-  const gap = 8;
-  const labelW = 210;
-  const axisH = 34;
-  const width = canvas.clientWidth || 900;
-  const height = rows * rowH + raster.length * gap + axisH;
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = Math.round(width * dpr);
-  canvas.height = Math.round(height * dpr);
-  canvas.style.height = `${height}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = "#ffffff";
-  ctx.fillRect(0, 0, width, height);
-  const span = Math.max(timesteps, ...raster.map((l) => l.end)) + 1; // room for an off-spike at the last end
-  const plotW = width - labelW - 8;
-  const x = (t) => labelW + (t / span) * plotW;
-  const mark = Math.max(2, Math.min(plotW / span, 6));
-  ctx.font = "11px system-ui, sans-serif";
-  ctx.textBaseline = "middle";
-  let y = 0;
-  let on = 0;
-  let silent = 0;
-  for (const layer of raster) {
-    const h = layer.neurons.length * rowH;
-    ctx.fillStyle = colour("window");
-    ctx.fillRect(x(layer.start), y, x(layer.end) - x(layer.start), h);
-    ctx.fillStyle = colour("ink");
-    const label = fitText(ctx, layer.name, labelW - 8);
-    const steps = `steps ${layer.start}–${layer.end}`;
-    if (h >= 26) {
-      ctx.fillText(label, 0, y + h / 2 - 6);
-      ctx.fillStyle = colour("muted");
-      ctx.fillText(steps, 0, y + h / 2 + 7);
-    } else {
-      ctx.fillText(fitText(ctx, `${layer.name} ${steps}`, labelW - 8), 0, y + h / 2);
-    }
-    const inset = rowH > 3 ? 1 : 0;
-    layer.on.forEach((step, i) => {
-      if (step === null) {
-        silent += 1;
-        return;
-      }
-      on += 1;
-      const ry = y + i * rowH;
-      ctx.fillStyle = colour("active");
-      ctx.fillRect(x(step) + mark, ry + rowH / 4, x(layer.off) - x(step) - mark, Math.max(1, rowH / 2));
-      ctx.fillStyle = colour("on");
-      ctx.fillRect(x(step), ry, mark, rowH - inset);
-      ctx.fillStyle = colour("off");
-      ctx.fillRect(x(layer.off), ry, mark, rowH - inset);
-    });
-    y += h + gap;
-  }
-  ctx.strokeStyle = colour("muted");
-  ctx.fillStyle = colour("muted");
-  ctx.beginPath();
-  ctx.moveTo(labelW, y);
-  ctx.lineTo(labelW + plotW, y);
-  ctx.stroke();
-  ctx.textAlign = "center";
-  for (let t = 0, every = niceStep(span); t < span; t += every) {
-    ctx.fillRect(x(t), y, 1, 4);
-    ctx.fillText(String(t), x(t), y + 11);
-  }
-  ctx.textAlign = "left";
-  ctx.fillText("time step →", labelW, y + 25);
-  canvas.dataset.onSpikes = String(on);
-  const sample = Math.max(...raster.map((l) => l.neurons.length));
-  const summary =
-    `${rows} sampled neurons in ${raster.length} layers over ${span - 1} time steps: ${on} spiked on and then ` +
-    `off at their window's end, ${silent} stayed silent (up to ${sample} neurons a layer, the same for every image).`;
-  canvas.setAttribute("aria-label", `Spike raster. ${summary}`);
-  $("raster-summary").textContent = summary;
+  $("layer-chart").replaceChildren(
+    ...layers.map((layer, i) => {
+      const name = nameElement("span", layer.name, "name");
+      name.title = `${layer.name} (${layer.kind})`;
+      const title = `${count(layer.spikes)} spikes / ${count(layer.neurons)} neurons`;
+      return bar(name, perNeuron[i] / top, perNeuron[i].toFixed(3), title);
+    }),
+  );
 }
 
 /* Wiring. */
@@ -517,6 +415,7 @@ function init() {
   $("compare").addEventListener("change", classify);
   $("run").addEventListener("click", classify);
   window.addEventListener("resize", () => state.answer && render(state.answer));
+  initRaster();
   loadModels();
 }
 

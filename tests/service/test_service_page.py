@@ -6,32 +6,45 @@ server (every other host is blocked and recorded). Screenshots go to test-output
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 import pytest
+from pagetools import (
+    KEY,
+    MODEL,
+    ON_SPIKE_RGB,
+    WINDOW_RGB,
+    Photo,
+    Visit,
+    classify,
+    enter_key,
+    external_urls,
+    layout,
+    marks,
+    overlap,
+    references,
+)
 from PIL import Image
 from servicetools import REPO, Server, encode, start
 
 from benchmarks.harness import free_port
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, Route
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARCHIVE = REPO.parent / "shared" / "datasets" / "cifar10-binary-lossless.tar.gz"
-SHOTS = REPO / "test-output" / "page"
-KEY = "page-test-key"
-MODEL = "resnet20-cifar10"
-SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name in the page's markup and script, never fetched
-ON_SPIKE_RGB = (0x1D, 0x4E, 0xD8)  # --on in page.css
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+WIDTHS = (390, 1280, 1920)
+LAYER = "tsc_clip_layer1_0_relu1"
+LONG = 1_027_973_515  # a ten-digit count, as a rate-coded SNN's additions reach with 256 steps
 
 
 @pytest.fixture(scope="module")
@@ -53,28 +66,6 @@ def cifar() -> Any:
     from converter.training.datasets import open_dataset
 
     return open_dataset(f"cifar10:{ARCHIVE}", "test")
-
-
-def classify(server: Server, png: bytes, **params: str) -> dict[str, Any]:
-    """The API's own answer for an upload, as the page asks for it."""
-    response = httpx.post(
-        f"{server.url}/classify",
-        params={"raster": "true", "top_k": "5", **params},
-        files={"file": ("image.png", png, "image/png")},
-        headers={"X-API-Key": KEY},
-        timeout=120,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-@dataclass(frozen=True)
-class Photo:
-    """A CIFAR-10 test image as a PNG upload, and its true class."""
-
-    name: str
-    label: str
-    png: bytes
 
 
 @pytest.fixture(scope="module")
@@ -102,74 +93,12 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-class Visit:
-    """A browser tab at 1280x800 that reaches only the server; records blocked requests and script errors."""
-
-    def __init__(self, browser: Browser, server: Server) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
-        self.blocked: list[str] = []
-        self.errors: list[str] = []
-        local = urlsplit(server.url).netloc
-        self.context.route("**/*", self._only(local))
-        self.page: Page = self.context.new_page()
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def _only(self, netloc: str) -> Any:
-        def route(route: Any) -> None:
-            url = route.request.url
-            if urlsplit(url).scheme in ("data", "blob") or urlsplit(url).netloc == netloc:
-                route.continue_()
-            else:
-                self.blocked.append(url)
-                route.abort()
-
-        return route
-
-    def shot(self, name: str) -> Path:
-        """A full-page screenshot under test-output/page/."""
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / name
-        self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-    def close(self) -> None:
-        """Close the tab; nothing was fetched from another host and no script failed."""
-        self.context.close()
-        assert self.blocked == [], f"requests to other hosts: {self.blocked}"
-        assert self.errors == [], f"script errors: {self.errors}"
-
-
 @pytest.fixture
-def visit(browser: Browser, server: Server) -> Iterator[Visit]:
-    """A fresh tab (fresh sessionStorage) for one test."""
-    tab = Visit(browser, server)
+def visit(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Visit]:
+    """A fresh tab (fresh sessionStorage) for one test, 1280 px wide unless parametrized with a width."""
+    tab = Visit(browser, server, getattr(request, "param", 1280))
     yield tab
     tab.close()
-
-
-def enter_key(page: Page) -> None:
-    """Type the API key into the page's key field and commit it, as a person does."""
-    page.fill("#key", KEY)
-    page.locator("#key").blur()
-    from playwright.sync_api import expect
-
-    expect(page.locator("#model")).to_have_value(MODEL)
-
-
-def on_spike_pixels(page: Page) -> int:
-    """Pixels of the raster canvas in the on-spike colour."""
-    return page.evaluate(
-        """([r, g, b]) => {
-            const canvas = document.getElementById("raster");
-            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-            let n = 0;
-            for (let i = 0; i < data.length; i += 4) {
-                n += data[i] === r && data[i + 1] === g && data[i + 2] === b;
-            }
-            return n;
-        }""",
-        list(ON_SPIKE_RGB),
-    )
 
 
 def test_page_classifies_a_cifar10_image_with_an_api_key(visit: Visit, server: Server, photo: Photo) -> None:
@@ -203,12 +132,12 @@ def test_page_classifies_a_cifar10_image_with_an_api_key(visit: Visit, server: S
     expect(page.locator("#ratios")).to_contain_text(re.compile(r"ANN energy / TSC energy = [0-9.,]+x"))
     expect(page.locator("#ratios")).to_contain_text(re.compile(r"Rate energy / TSC energy = [0-9.,]+x"))
     expect(page.locator("#cost-chart rect")).to_have_count(11)  # 5 TSC, 4 rate-coded and 2 ANN bars
-    expect(page.locator("#layer-chart rect")).to_have_count(len(answer["spikes"]["layers"]))
+    expect(page.locator("#layer-chart .fill")).to_have_count(len(answer["spikes"]["layers"]))
 
     on_spikes = sum(on is not None for layer in answer["raster"] for on in layer["on"])
     assert on_spikes > 0
     expect(page.locator("#raster")).to_have_attribute("data-on-spikes", str(on_spikes))
-    assert on_spike_pixels(page) > 0
+    assert marks(page, ON_SPIKE_RGB).pixels > 0
     expect(page.locator("#raster-summary")).to_contain_text(f"{on_spikes} spiked on")
     assert page.evaluate("sessionStorage.getItem('tsc-api-key')") == KEY
     visit.shot("classified.png")
@@ -272,16 +201,6 @@ def test_docs_render_with_every_other_host_blocked(visit: Visit, server: Server)
     visit.blocked.clear()
 
 
-def references(html: str) -> list[str]:
-    """Every src and href of a page's markup."""
-    return re.findall(r'(?:src|href)="([^"]+)"', html)
-
-
-def external_urls(text: str) -> list[str]:
-    """Absolute http(s) URLs in a text, less the SVG namespace."""
-    return [url for url in re.findall(r"https?://[^\s\"'`)<>]+", text) if url != SVG_NAMESPACE]
-
-
 def test_page_and_docs_reference_only_assets_the_server_serves(server: Server) -> None:
     page = httpx.get(f"{server.url}/")  # no API key: the page is open, its API calls carry the key
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -296,8 +215,129 @@ def test_page_and_docs_reference_only_assets_the_server_serves(server: Server) -
     assert external_urls(redoc) == [] and "fonts.googleapis" not in redoc
     for ref in references(redoc):
         served[urljoin("/redoc", ref)] = httpx.get(f"{server.url}{urljoin('/redoc', ref)}")
-    assert {"/assets/page.js", "/assets/page.css", "/assets/favicon.svg", "/docs", "/redoc"} <= set(served)
+    assets = [
+        "/assets/page.js",
+        "/assets/names.js",
+        "/assets/raster.js",
+        "/assets/page.css",
+        "/assets/favicon.svg",
+    ]
+    assert {*assets, "/docs", "/redoc"} <= set(served)
     assert {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/redoc.standalone.js"} <= set(served)
     assert {url: r.status_code for url, r in served.items()} == dict.fromkeys(served, 200)
-    for asset in ("/assets/page.js", "/assets/page.css", "/assets/favicon.svg"):
+    for asset in assets:
         assert external_urls(served[asset].text) == [], asset
+
+
+def long_counts(route: Route) -> None:
+    """The server's answer to the page's /classify with its counts at ten digits, the widest figures."""
+    response = route.fetch()
+    answer = response.json()
+    ops, rate = answer["operations"], answer["comparison"]["rate"]
+    for counts, key in (
+        (ops, "synaptic_additions"),
+        (ops, "memory_accesses"),
+        (ops, "neuron_updates"),
+        (ops, "ann_macs"),
+        (rate, "spikes"),
+        (rate, "synaptic_additions"),
+    ):
+        counts[key] = LONG
+    route.fulfill(response=response, json=answer)
+
+
+def classified(visit: Visit, server: Server, photo: Photo) -> Page:
+    """The tab with the key entered and the photo classified with compare, counts at ten digits."""
+    from playwright.sync_api import expect
+
+    page = visit.page
+    page.route("**/classify?*", long_counts)
+    page.goto(server.url)
+    enter_key(page)
+    page.check("#compare")
+    page.set_input_files("#file", files=[{"name": photo.name, "mimeType": "image/png", "buffer": photo.png}])
+    expect(page.locator("#status")).to_contain_text("Answered in", timeout=120_000)
+    return page
+
+
+@pytest.mark.parametrize("visit", WIDTHS, indirect=True)
+def test_page_fits_the_screen(visit: Visit, server: Server, photo: Photo) -> None:
+    from playwright.sync_api import expect
+
+    page = classified(visit, server, photo)
+    expect(page.locator("[data-figure=rate-additions] dd")).to_have_text(f"{LONG:,}")
+    width = page.viewport_size["width"]
+    found = layout(page)
+    assert found["innerWidth"] == width
+    assert found["scrollWidth"] <= width, f"wider than the screen: {found['beyond']}"
+    tiles = found["tiles"]
+    assert len(tiles) == 13
+    for tile in tiles:
+        assert tile["scrollWidth"] <= tile["clientWidth"] and tile["lines"] < 1.5, tile  # the figure fits
+        assert tile["box"]["left"] >= 0 and tile["box"]["right"] <= width, tile
+    for a, b in itertools.combinations(tiles, 2):
+        assert not overlap(a["box"], b["box"]), (a, b)
+    layers = 21  # input, 19 neuron layers, output
+    assert [bar["list"] for bar in found["bars"]] == ["predictions"] * 5 + ["layer-chart"] * layers
+    for bar in found["bars"]:
+        assert bar["track"] >= 40 and bar["fill"] == pytest.approx(bar["share"] * bar["track"], abs=1), bar
+    assert found["bars"][0]["fill"] > 0.9 * found["bars"][0]["track"]  # the top class, at 99 %
+
+    for names, title in (("#layer-chart .name", f"{LAYER} (neuron)"), (".raster-name", LAYER)):
+        expect(page.locator(names).nth(2)).to_contain_text("layer1.0 relu1")
+        expect(page.locator(names).nth(2)).to_have_attribute("title", title)
+    expect(page.locator("#raster-layer option").nth(3)).to_have_text("layer1.0 relu1")
+    visit.shot(f"fits-{width}.png")
+
+
+def time_range(page: Page) -> tuple[int, int]:
+    """The first and last step the raster shows, from its time picker."""
+    first, last = map(int, page.locator("#raster-time").input_value().split("-"))
+    return first, last
+
+
+@pytest.mark.parametrize("visit", WIDTHS, indirect=True)
+def test_raster_zooms_to_a_layer_and_a_time_range(visit: Visit, server: Server, photo: Photo) -> None:
+    from playwright.sync_api import expect
+
+    page = classified(visit, server, photo)
+    width = page.viewport_size["width"]
+    canvas = page.locator("#raster")
+    plot = canvas.evaluate("c => c.width")
+    whole = marks(page, ON_SPIKE_RGB)
+    assert whole.pixels > 0 and whole.widest <= 4  # 321 steps share the width
+
+    page.select_option("#raster-layer", LAYER)
+    expect(page.locator(".raster-name")).to_have_count(1)
+    one = marks(page, ON_SPIKE_RGB)
+    assert 0 < one.extent < 0.1 * plot  # its 16-step window in a run of 320 steps
+    page.select_option("#raster-time", "32-48")
+    window = marks(page, ON_SPIKE_RGB)
+    assert window.widest >= max(6, 2 * one.widest) and window.extent > 8 * one.extent  # 17 steps, not 321
+    assert marks(page, WINDOW_RGB).extent > 0.8 * plot  # the window still shaded, across the plot
+    visit.shot(f"raster-layer-{width}.png", "section:has(#raster)")
+
+    page.select_option("#raster-layer", "all")
+    page.select_option("#raster-time", "0-320")
+    canvas.evaluate("c => c.scrollIntoView()")
+    box = canvas.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 4, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 20, steps=5)
+    page.mouse.up()
+    first, last = time_range(page)
+    assert abs(first - 80) <= 3 and abs(last - 160) <= 3  # a quarter of 321 steps to a half
+    page.click("#raster-in")
+    page.click("#raster-in")
+    start, end = time_range(page)
+    assert 19 <= end - start <= 22 and abs((start + end) - (first + last)) <= 2  # a quarter, same centre
+    page.click("#raster-later")
+    assert time_range(page) == (start + (end - start + 1) // 2, end + (end - start + 1) // 2)  # half later
+    assert marks(page, ON_SPIKE_RGB).widest >= 6
+
+    page.select_option("#raster-time", "aligned")
+    expect(page.locator("#raster-in")).to_be_disabled()
+    aligned = marks(page, ON_SPIKE_RGB)
+    assert aligned.widest >= 6 and aligned.pixels >= 3 * whole.pixels  # the same dots, wider
+    visit.shot(f"raster-aligned-{width}.png", "section:has(#raster)")
