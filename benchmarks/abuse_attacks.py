@@ -159,7 +159,7 @@ async def anonymous_bodies(target: Target, args: argparse.Namespace) -> dict:
             await writer.drain()
 
     replies: list[Reply] = []
-    cpu = server_cpu_s(target.pid)
+    cpu, own = server_cpu_s(target.pid), time.process_time()
     until = time.monotonic() + args.anon_seconds
 
     async def anonymous() -> None:
@@ -167,10 +167,11 @@ async def anonymous_bodies(target: Target, args: argparse.Namespace) -> dict:
             replies.append(await exchange(target, args.attacker, request, feed, 30))
 
     await asyncio.gather(*(anonymous() for _ in range(args.anon_clients)))
-    cpu = server_cpu_s(target.pid) - cpu
+    cpu, own = server_cpu_s(target.pid) - cpu, time.process_time() - own
     return {
         "tried": f"{args.anon_clients} clients without the key sending {length / MiB:g} MiB bodies for "
-        f"{args.anon_seconds:g} s ({len(replies)} requests, server CPU {cpu:.2f} s), and one "
+        f"{args.anon_seconds:g} s ({len(replies)} requests, server CPU {cpu:.2f} s, "
+        f"attackers' {own:.2f} s), and one "
         "sending headers only",
         "answers": outcomes([probe, *replies]),
         "checks": {
@@ -203,6 +204,7 @@ async def trickle(target: Target, args: argparse.Namespace) -> dict:
     async with client(target, args.attacker) as http:
         after = (await http.post("/classify", files={"file": ("a.png", png())})).status_code
     refused = [r for r in replies if r.status != 408]
+    resets = sum(r.outcome == "reset" for r in refused)
     return {
         "tried": f"{args.trickle} connections from {args.attacker}, each a byte of its {length}-byte body "
         f"every {args.trickle_interval:g} s (deadline {deadline:.1f} s)",
@@ -212,9 +214,12 @@ async def trickle(target: Target, args: argparse.Namespace) -> dict:
                 r.seconds < deadline + 5 for r in replies if r.status == 408
             )
             and any(r.status == 408 for r in replies),
-            "the rest refused as JSON 503, not resets": all(r.outcome == "503 overloaded" for r in refused),
+            "the rest refused as JSON 503 (or reset: their bytes came after the close)": all(
+                r.outcome in ("503 overloaded", "reset") for r in refused
+            ),
             "slots reclaimed: the trickler's address is served again": after == 200,
         },
+        "notes": [f"{resets} of {len(refused)} refusals reset, not answered"] if resets else [],
     }
 
 
