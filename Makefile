@@ -36,9 +36,10 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt requirements-ray.txt requirements-onnx.txt
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt requirements-ray.txt requirements-onnx.txt \
+                    requirements-bench.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -r requirements-onnx.txt
+	$(PY) -m pip install -q --no-deps -r requirements-onnx.txt -r requirements-bench.txt
 	touch $@
 
 ## serve: start the service on the embedded default model (http://127.0.0.1:8000/docs); installs only

@@ -48,6 +48,10 @@ def render(docs: Path = DOCS) -> Path:
         for m in MEASUREMENTS
         if (results / f"{m.stem}.json").exists()
     }
+    for stem, report in reports.items():  # SpikingJelly's conversion of the same network, when measured
+        sj = results / f"spikingjelly-{stem}.json"
+        if sj.exists():
+            report["spikingjelly"] = json.loads(sj.read_text())["runs"]
     default = default_run()
     lines = [
         "# Results",

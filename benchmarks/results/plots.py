@@ -76,6 +76,16 @@ def _accuracy(reports: dict[str, dict[str, Any]], out: Path, name: str, key: str
                 label=f"{stem}: rate v0={v0:g} ({rate[0]['images']} img)",
             )
             i += 1
+        for mode in dict.fromkeys(q["mode"] for q in report.get("spikingjelly", [])):
+            sj = [q for q in report["spikingjelly"] if q["mode"] == mode]
+            ax.plot(
+                [q[key] for q in sj],
+                [100 * q["accuracy"] for q in sj],
+                **_style(i),
+                linestyle="-.",
+                label=f"{stem}: SpikingJelly {mode} ({sj[0]['images']} img)",
+            )
+            i += 1
     drawn = set()
     for stem, report in reports.items():  # one reference line per distinct ANN, named in the legend
         y = 100 * report["ann"]["accuracy"]

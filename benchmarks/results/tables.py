@@ -148,7 +148,8 @@ def levers(reports: dict[str, dict[str, Any]]) -> list[str]:
         "with bias correction), per-layer windows (uniform, or chosen by the allocation search within an "
         "accuracy budget on held-out training images), low-T clip-floor training (windows fixed by "
         "training). Beside them, the rate-coded baselines on their own image subset, starting at rest "
-        "(v0 = 0) or at half the threshold (v0 = 0.5, QCFS).",
+        "(v0 = 0) or at half the threshold (v0 = 0.5, QCFS), and SpikingJelly's own ann2snn conversion of "
+        "the float network by normalisation mode (`python -m benchmarks.spikingjelly`).",
         "",
     ]
     models: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = {}
@@ -180,6 +181,12 @@ def levers(reports: dict[str, dict[str, Any]]) -> list[str]:
                     f"| `{stem}` | rate, v0 = {q.get('v0', 0):g} ({q['images']} images) | - "
                     f"| {q['timesteps']} | {pct(q['accuracy'])} | - | {num(q['synaptic_additions'])} |"
                 )
+        for stem in dict.fromkeys(stem for stem, _, _ in rows):
+            lines += [
+                f"| `{stem}` | SpikingJelly ann2snn, {q['mode']} ({q['images']} images) | - "
+                f"| {q['timesteps']} | {pct(q['accuracy'])} | - | {num(q['synaptic_additions'])} |"
+                for q in reports[stem].get("spikingjelly", [])
+            ]
         lines.append("")
         searches = [
             _allocation_search(stem, report, r)
