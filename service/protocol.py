@@ -1,19 +1,18 @@
 """Pydantic models of the Open Inference Protocol (KServe / Triton "predict protocol v2") bodies.
 
-Health, server and model metadata, and inference requests and responses with their tensors, in JSON.
-The binary tensor data extension (``Inference-Header-Content-Length``, ``binary_data*`` parameters) is not
-supported: requests that use it are refused with a 400 naming it.
+Health, server and model metadata, and inference requests and responses with their tensors: in JSON, or
+with tensors as raw bytes after the JSON (the binary tensor data extension, ``service.binary``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from converter.snn import ENGINES, TSC_ENGINES
 
-BINARY = "the binary tensor data extension is not supported"
+EXTENSIONS = ["binary_tensor_data"]  # the protocol extensions the server metadata names
 # request bodies: what the schema does not allow is refused (no unknown keys, no "true" for true) ...
 REQUEST = ConfigDict(extra="forbid", strict=True)
 # ... except in ``parameters``, which clients fill with their own keys (KServe, Triton): unknown ones are
@@ -88,7 +87,9 @@ class V2InferParameters(BaseModel):
     compare: bool = Field(
         False, description="Also run the ANN and a rate-coded SNN: adds the ann_ and rate_ outputs."
     )
-    binary_data_output: bool = Field(False, description=f"true is refused: {BINARY}.")
+    binary_data_output: bool = Field(
+        False, description="true: outputs whose own binary_data is unset come as binary data after the JSON."
+    )
 
 
 class V2InputParameters(BaseModel):
@@ -96,17 +97,14 @@ class V2InputParameters(BaseModel):
 
     model_config = PARAMETERS
 
-    binary_data_size: int | None = Field(None, description=f"refused: {BINARY}.")
-
-    @model_validator(mode="after")
-    def _json_only(self) -> V2InputParameters:
-        if self.binary_data_size is not None:
-            raise ValueError(f"{BINARY}: send the tensor's elements as JSON data")
-        return self
+    binary_data_size: int | None = Field(
+        None, ge=0, description="The tensor's data is this many bytes after the JSON, in place of data."
+    )
+    shared_memory_region: str | None = Field(None, description="Refused: the shared memory extension.")
 
 
 class V2InferInput(BaseModel):
-    """One input tensor: ``pixels`` (FP32 [N, C, H, W] in [0, 1]) or ``image`` (BYTES [N], base64 strings)."""
+    """One input tensor: ``pixels`` (FP32 [N, C, H, W] in [0, 1]) or ``image`` (BYTES [N], encoded images)."""
 
     model_config = REQUEST
 
@@ -114,7 +112,11 @@ class V2InferInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: V2InputParameters | None = None
-    data: list[Any] = Field(description="The elements in row-major order, flat or nested as the shape.")
+    data: list[Any] | None = Field(
+        None,
+        description="The elements in row-major order, flat or nested as the shape; image: base64 strings. "
+        "Absent when parameters.binary_data_size says the data follows the JSON.",
+    )
 
 
 class V2OutputParameters(BaseModel):
@@ -122,7 +124,9 @@ class V2OutputParameters(BaseModel):
 
     model_config = PARAMETERS
 
-    binary_data: bool = Field(False, description=f"true is refused: {BINARY}.")
+    binary_data: bool | None = Field(
+        None, description="true: this output comes as binary data after the JSON; unset: binary_data_output."
+    )
 
 
 class V2RequestedOutput(BaseModel):
@@ -149,13 +153,22 @@ class V2InferRequest(BaseModel):
     )
 
 
+class V2OutputTensorParameters(BaseModel):
+    """Where a binary output's data is."""
+
+    binary_data_size: int = Field(
+        description="Its data is this many bytes after the JSON (and earlier ones)."
+    )
+
+
 class V2OutputTensor(BaseModel):
-    """One output tensor, its data flat in row-major order."""
+    """One output tensor, its data flat in row-major order: in JSON, or as binary data after it."""
 
     name: str
     datatype: OutputDatatype
     shape: list[int]
-    data: list[int] | list[float]
+    parameters: V2OutputTensorParameters | None = None
+    data: list[int] | list[float] | None = None
 
 
 class V2InferResponseParameters(BaseModel):

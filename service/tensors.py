@@ -1,12 +1,12 @@
 """Open Inference Protocol tensors: request inputs to images for a model, engine outcomes to output tensors.
 
 Inputs, one per request: ``pixels``, FP32 [N, C, H, W] with values in [0, 1] (a decoded image / 255), data
-flat or nested in row-major order; or ``image``, BYTES [N], each element a base64-encoded JPEG, PNG, WebP,
-BMP or GIF, decoded as /classify decodes uploads. Outputs, per image: ``logits`` and ``probabilities`` (FP32
-[N, classes]), and what the TSC run cost: ``timesteps``, ``spikes``, ``synaptic_additions``,
-``memory_accesses``, ``neuron_updates`` (INT64 [N]) and ``energy_pj`` (FP32 [N]); with compare=true also the
-rate-coded SNN's, the same names prefixed ``rate_``, and the ANN's ``ann_logits``, ``ann_probabilities``,
-``ann_macs`` (INT64 [N]) and ``ann_energy_pj``.
+flat or nested in row-major order; or ``image``, BYTES [N], each element a JPEG, PNG, WebP, BMP or GIF
+(base64 strings in JSON, the file's bytes as binary data), decoded as /classify decodes uploads. Outputs,
+per image: ``logits`` and ``probabilities`` (FP32 [N, classes]), and what the TSC run cost: ``timesteps``,
+``spikes``, ``synaptic_additions``, ``memory_accesses``, ``neuron_updates`` (INT64 [N]) and ``energy_pj``
+(FP32 [N]); with compare=true also the rate-coded SNN's, the same names prefixed ``rate_``, and the ANN's
+``ann_logits``, ``ann_probabilities``, ``ann_macs`` (INT64 [N]) and ``ann_energy_pj``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+import numpy as np
 import torch
 
 from converter.snn import BASELINES, ENGINES, ImageResult, InputSpec
+from service.binary import unpack_bytes
 from service.dataplane import Inference
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.protocol import (
-    BINARY,
     OutputDatatype,
     V2InferInput,
     V2InferRequest,
@@ -37,6 +38,7 @@ from service.registry import ServedModel
 
 COUNTS = ("timesteps", "spikes", "synaptic_additions", "memory_accesses", "neuron_updates")
 NUMBERS = (int, float)  # JSON numbers; not bool
+FORMATS = "JPEG, PNG, WebP, BMP, GIF"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def metadata(served: ServedModel) -> V2ModelMetadata:
                 name="image",
                 datatype="BYTES",
                 shape=[-1],
-                parameters={"encoding": "base64", "formats": "JPEG, PNG, WebP, BMP, GIF"},
+                parameters={"encoding": "base64 in JSON, raw as binary data", "formats": FORMATS},
             ),
         ],
         outputs=[
@@ -104,8 +106,10 @@ def metadata(served: ServedModel) -> V2ModelMetadata:
     )
 
 
-def pixels(tensor: V2InferInput, spec: InputSpec, max_images: int) -> list[torch.Tensor]:
-    """The ``pixels`` input as images [C, H, W]; ``InvalidRequest`` naming what is wrong with it."""
+def pixels(
+    tensor: V2InferInput, binary: bytes | None, spec: InputSpec, max_images: int
+) -> list[torch.Tensor]:
+    """The ``pixels`` input (from ``binary`` when it came as binary data) as images [C, H, W]."""
     _check_datatype(tensor, "FP32")
     expected = [spec.channels, spec.height, spec.width]
     if len(tensor.shape) != 4 or tensor.shape[1:] != expected or tensor.shape[0] < 1:
@@ -113,44 +117,44 @@ def pixels(tensor: V2InferInput, spec: InputSpec, max_images: int) -> list[torch
             f"input 'pixels' has shape {tensor.shape}; this model takes [N, {', '.join(map(str, expected))}]"
             ", N >= 1"
         )
-    values = _elements(tensor, max_images)
+    _check_count(tensor, max_images)
+    if binary is not None:
+        return _binary_pixels(tensor.shape, binary)
+    values = _elements(tensor)
     # JSON may carry NaN, Infinity and integers of any size: none of them is in [0, 1]
     bad = next((i for i, v in enumerate(values) if type(v) not in NUMBERS or not 0 <= v <= 1), None)
     if bad is not None:
-        raise InvalidRequest(
-            f"input 'pixels' element {bad} is {reprlib.repr(values[bad])}; pixels must be numbers in [0, 1]"
-        )
+        raise _out_of_range(bad, values[bad])
     return list(torch.tensor(values, dtype=torch.float32).view(tensor.shape).unbind())
 
 
-def encoded_images(tensor: V2InferInput, max_images: int) -> list[bytes]:
-    """The ``image`` input's encoded images, from base64; ``InvalidRequest`` naming what is wrong with it."""
+def encoded_images(tensor: V2InferInput, binary: bytes | None, max_images: int) -> list[bytes]:
+    """The ``image`` input's encoded images: base64 strings, or ``binary`` when it came as binary data."""
     _check_datatype(tensor, "BYTES")
     if len(tensor.shape) != 1 or tensor.shape[0] < 1:
         raise InvalidRequest(f"input 'image' has shape {tensor.shape}; send [N], N >= 1 encoded images")
-    return [_base64(value, i) for i, value in enumerate(_elements(tensor, max_images))]
+    _check_count(tensor, max_images)
+    if binary is not None:
+        return unpack_bytes(binary, tensor.shape[0], tensor.name)
+    return [_base64(value, i) for i, value in enumerate(_elements(tensor))]
 
 
-def requested_outputs(request: V2InferRequest) -> list[str]:
-    """The outputs to return: those asked for, in order, else every one the run makes."""
-    binary = request.parameters.binary_data_output or any(
-        o.parameters is not None and o.parameters.binary_data for o in request.outputs or ()
-    )
-    if binary:
-        raise InvalidRequest(
-            f"{BINARY}: list the outputs, each with binary_data false (tritonclient: "
-            "InferRequestedOutput(name, binary_data=False))"
-        )
+def requested_outputs(request: V2InferRequest) -> dict[str, bool]:
+    """The outputs to return (those asked for, in order, else every one the run makes), each binary or not."""
+    default = request.parameters.binary_data_output
     made = [name for name, output in OUTPUTS.items() if request.parameters.compare or output.engine is None]
     if request.outputs is None:
-        return made
-    names = list(dict.fromkeys(o.name for o in request.outputs))
-    for name in names:
+        return dict.fromkeys(made, default)
+    asked: dict[str, bool] = {}
+    for output in request.outputs:
+        binary = None if output.parameters is None else output.parameters.binary_data
+        asked.setdefault(output.name, default if binary is None else binary)
+    for name in asked:
         if name not in OUTPUTS:
             raise InvalidRequest(f"unknown output {name!r}; the outputs are {', '.join(OUTPUTS)}")
         if name not in made:
             raise InvalidRequest(f"output {name!r} needs parameters.compare=true")
-    return names
+    return asked
 
 
 def output_tensors(inference: Inference, names: list[str]) -> list[V2OutputTensor]:
@@ -170,14 +174,17 @@ def _check_datatype(tensor: V2InferInput, datatype: str) -> None:
         raise InvalidRequest(f"input {tensor.name!r} must be {datatype}, not {tensor.datatype}")
 
 
-def _elements(tensor: V2InferInput, max_images: int) -> list[Any]:
-    """The data, flat, once the image count is within the limit; its length must match the shape."""
+def _check_count(tensor: V2InferInput, max_images: int) -> None:
     if tensor.shape[0] > max_images:
         raise PayloadTooLarge(
             f"input {tensor.name!r} holds {tensor.shape[0]} images; at most {max_images} per request"
         )
+
+
+def _elements(tensor: V2InferInput) -> list[Any]:
+    """The JSON data, flat; its length must match the shape."""
     values: list[Any] = []
-    stack = [iter(tensor.data)]
+    stack = [iter(tensor.data or ())]
     while stack:  # iterative: nesting as deep as the JSON parser allows cannot overflow the stack here
         for item in stack[-1]:
             if isinstance(item, list):
@@ -192,6 +199,27 @@ def _elements(tensor: V2InferInput, max_images: int) -> list[Any]:
             f"data has {len(values)}"
         )
     return values
+
+
+def _binary_pixels(shape: list[int], binary: bytes) -> list[torch.Tensor]:
+    """FP32 pixels from binary data: 4 little-endian bytes an element, each in [0, 1]."""
+    if len(binary) != 4 * math.prod(shape):
+        raise InvalidRequest(
+            f"input 'pixels': shape {shape} in FP32 needs {4 * math.prod(shape)} bytes of binary data, "
+            f"binary_data_size is {len(binary)}"
+        )
+    pixels = torch.from_numpy(np.frombuffer(binary, dtype="<f4").astype(np.float32))
+    outside = torch.nonzero(~((pixels >= 0) & (pixels <= 1)))  # NaN too
+    if len(outside):
+        first = int(outside[0])
+        raise _out_of_range(first, pixels[first].item())
+    return list(pixels.view(shape).unbind())
+
+
+def _out_of_range(index: int, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"input 'pixels' element {index} is {reprlib.repr(value)}; pixels must be numbers in [0, 1]"
+    )
 
 
 def _base64(value: Any, i: int) -> bytes:

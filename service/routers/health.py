@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.dataplane import DataPlane
-from service.protocol import V2Live, V2Ready, V2ServerMetadata
+from service.protocol import EXTENSIONS, V2Live, V2Ready, V2ServerMetadata
 from service.routers.deps import DataPlaneDep
 from service.routers.responses import errors
 from service.schemas import Liveness, Readiness
@@ -45,8 +45,8 @@ async def readyz(dataplane: DataPlaneDep) -> Readiness:
 
 @router.get("/v2")
 async def v2_server_metadata(request: Request) -> V2ServerMetadata:
-    """Open Inference Protocol server metadata."""
-    return V2ServerMetadata(name=request.app.title, version=request.app.version, extensions=[])
+    """Open Inference Protocol server metadata, with the protocol extensions it supports."""
+    return V2ServerMetadata(name=request.app.title, version=request.app.version, extensions=EXTENSIONS)
 
 
 @router.get("/v2/health/live")

@@ -17,11 +17,12 @@ DESCRIPTIONS = {
     503: "Models are not loaded yet, the server is shutting down, or the model's queue is full.",
 }
 PROTOCOL_DESCRIPTIONS = DESCRIPTIONS | {
-    400: "The body is not valid JSON, or an input, parameter or output is invalid (the message names it), "
-    "or it uses the binary tensor data extension, which is not supported.",
+    400: "The body (or its JSON header) is not valid JSON, an input, parameter or output is invalid, or the "
+    "binary data does not add up to what the JSON states; the message names the problem.",
     404: "No loaded model has that name or version.",
     413: "The request body, its image count or an image's pixel count is over its limit.",
-    415: "The body is not application/json.",
+    415: "The body is neither application/json nor binary data (application/octet-stream and "
+    "Inference-Header-Content-Length).",
 }
 
 

@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 inference: tritonclient against a real uvicorn server; errors in-process too."""
+"""Open Inference Protocol v2 inference: tritonclient against a real uvicorn server, in JSON and binary."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from servicetools import Server, encode, picture, serve, settings_for, start
+from servicetools import Server, encode, picture, start
 from tritonclient.utils import InferenceServerException
+from v2tools import b64, body_of, pixels_of
 
 from benchmarks.harness import free_port
-from service.images import decode_image
 from service.tensors import OUTPUTS
 
 SNN_OUTPUTS = [name for name, output in OUTPUTS.items() if output.engine is None]
@@ -46,16 +46,6 @@ def triton_client(server: Server) -> Iterator[triton.InferenceServerClient]:
         yield client
 
 
-def pixels_of(data: bytes) -> np.ndarray:
-    """The image decoded as /classify decodes it for ``tiny``: float32 [1, 3, 32, 32] in [0, 1]."""
-    return decode_image(data, None, 3, 32, 32, 10**8).numpy()[None]
-
-
-def b64(data: bytes) -> str:
-    """``data`` as a base64 string."""
-    return base64.b64encode(data).decode()
-
-
 def pixel_input(pixels: np.ndarray, datatype: str = "FP32") -> triton.InferInput:
     """The ``pixels`` input, sent as JSON."""
     tensor = triton.InferInput("pixels", list(pixels.shape), datatype)
@@ -68,20 +58,20 @@ def image_input(*images: bytes) -> triton.InferInput:
     return triton.InferInput("image", [len(images)], "BYTES").set_data_from_numpy(encoded, binary_data=False)
 
 
+def binary_pixels(pixels: np.ndarray) -> triton.InferInput:
+    """The ``pixels`` input as tritonclient sends it by default: binary data after the JSON."""
+    return triton.InferInput("pixels", list(pixels.shape), "FP32").set_data_from_numpy(pixels)
+
+
+def binary_images(*images: bytes) -> triton.InferInput:
+    """The ``image`` input as tritonclient sends it by default: the files' bytes, each after its length."""
+    encoded = np.array(images, dtype=np.object_)
+    return triton.InferInput("image", [len(images)], "BYTES").set_data_from_numpy(encoded)
+
+
 def asking(*names: str) -> list[triton.InferRequestedOutput]:
     """These outputs, asked for as JSON."""
     return [triton.InferRequestedOutput(name, binary_data=False) for name in names]
-
-
-def body_of(name: str, datatype: str, shape: list[int], data: list[Any], **extra: Any) -> dict:
-    """An inference request body with one input."""
-    return {"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}], **extra}
-
-
-def check(response: httpx.Response, status: int, words: str) -> None:
-    """``response`` is the protocol's error: ``status`` and ``{"error": message}`` containing ``words``."""
-    assert response.status_code == status, response.text
-    assert set(response.json()) == {"error"} and words in response.json()["error"], response.text
 
 
 def classify(server: Server, *images: bytes, **params: Any) -> list[dict]:
@@ -149,7 +139,8 @@ def check_outputs(result: triton.InferResult, answers: list[dict]) -> None:
 
 def test_server_and_model_readiness_and_metadata(triton_client: triton.InferenceServerClient) -> None:
     assert triton_client.is_server_live() and triton_client.is_server_ready()
-    assert triton_client.get_server_metadata()["name"] == "tsc-snn"
+    server_metadata = triton_client.get_server_metadata()
+    assert server_metadata["name"] == "tsc-snn" and server_metadata["extensions"] == ["binary_tensor_data"]
     assert triton_client.is_model_ready("tiny") and triton_client.is_model_ready("tiny", "1")
     assert not triton_client.is_model_ready("tiny", "2") and not triton_client.is_model_ready("nope")
     meta = triton_client.get_model_metadata("tiny")
@@ -166,7 +157,10 @@ def test_server_and_model_readiness_and_metadata(triton_client: triton.Inference
             "name": "image",
             "datatype": "BYTES",
             "shape": [-1],
-            "parameters": {"encoding": "base64", "formats": "JPEG, PNG, WebP, BMP, GIF"},
+            "parameters": {
+                "encoding": "base64 in JSON, raw as binary data",
+                "formats": "JPEG, PNG, WebP, BMP, GIF",
+            },
         },
     ]
     outputs = {o["name"]: (o["datatype"], o["shape"], o.get("parameters")) for o in meta["outputs"]}
@@ -204,6 +198,45 @@ def test_bytes_inference_of_two_images_equals_classify(
     result = triton_client.infer("tiny", [image_input(*images)], outputs=asking(*SNN_OUTPUTS))
     assert "id" not in result.get_response()
     assert result.as_numpy("probabilities").shape == (2, 10)
+    check_outputs(result, classify(server, *images))
+
+
+def test_binary_fp32_in_tritonclients_default_mode_equals_classify(
+    server: Server, triton_client: triton.InferenceServerClient
+) -> None:
+    """No outputs listed: tritonclient asks for every output as binary data (binary_data_output)."""
+    images = encode(picture()), encode(picture(size=(30, 50)))
+    pixels = np.concatenate([pixels_of(image) for image in images])
+    result = triton_client.infer(
+        "tiny", [binary_pixels(pixels)], request_id="b-1", parameters={"compare": True}
+    )
+    response = result.get_response()
+    assert response["id"] == "b-1" and response["parameters"] == {"engine": "fast", "compare": True}
+    assert [o["name"] for o in response["outputs"]] == list(OUTPUTS)
+    for output in response["outputs"]:
+        count = 2 * (10 if output["name"].endswith(("logits", "probabilities")) else 1)
+        assert output["parameters"] == {
+            "binary_data_size": count * (4 if output["datatype"] == "FP32" else 8)
+        }
+        assert "data" not in output
+    check_outputs(result, classify(server, *images, compare="true"))
+
+
+def test_binary_images_and_outputs_binary_or_json_as_each_asks(
+    server: Server, triton_client: triton.InferenceServerClient
+) -> None:
+    images = encode(picture(), "JPEG"), encode(picture(size=(64, 80)))
+    rest = [name for name in SNN_OUTPUTS if name not in ("logits", "probabilities", "spikes")]
+    outputs = [
+        triton.InferRequestedOutput("probabilities"),  # binary by default
+        triton.InferRequestedOutput("spikes", binary_data=False),
+        *asking(*rest),
+        triton.InferRequestedOutput("logits"),
+    ]
+    result = triton_client.infer("tiny", [binary_images(*images)], outputs=outputs)
+    in_json = {o["name"]: "data" in o for o in result.get_response()["outputs"]}
+    assert in_json == {"probabilities": False, "spikes": True} | dict.fromkeys(rest, True) | {"logits": False}
+    assert list(in_json) == ["probabilities", "spikes", *rest, "logits"]
     check_outputs(result, classify(server, *images))
 
 
@@ -250,110 +283,16 @@ def test_errors_through_the_client(triton_client: triton.InferenceServerClient) 
     refused(lambda: infer("tiny", [pixel_input(good)], outputs=asking("nope")), 400, "unknown output 'nope'")
     refused(lambda: infer("tiny", [pixel_input(good)], outputs=asking("ann_logits")), 400, "compare=true")
     refused(lambda: infer("tiny", [image_input(b"not an image")], outputs=outputs), 400, "image[0]: ")
-    binary = triton.InferInput("pixels", list(good.shape), "FP32").set_data_from_numpy(good)
-    refused(lambda: infer("tiny", [binary], outputs=outputs), 400, "binary tensor data extension")
-    # without outputs, tritonclient asks for every output in binary
-    refused(lambda: infer("tiny", [pixel_input(good)]), 400, "binary tensor data extension")
+    # in binary form (tritonclient's default) too
+    refused(lambda: infer("tiny", [binary_pixels(good * 2)]), 400, "; pixels must be numbers in [0, 1]")
+    refused(lambda: infer("tiny", [binary_pixels(good[:, :, :28])]), 400, "this model takes [N, 3, 32, 32]")
+    refused(lambda: infer("tiny", [binary_images(b"not an image")]), 400, "image[0]: ")
+    refused(
+        lambda: infer("tiny", [binary_pixels(good)], outputs=asking("nope")), 400, "unknown output 'nope'"
+    )
 
 
 def test_bad_json_over_the_wire(server: Server) -> None:
     response = httpx.post(f"{server.url}/v2/models/tiny/infer", content=b'{"inputs": [', timeout=30)
     assert response.status_code == 400 and set(response.json()) == {"error"}
     assert response.json()["error"].startswith("the body is not valid JSON")
-
-
-PIXELS = [0.5] * (3 * 32 * 32)
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("body", "words"),
-    [
-        (body_of("pixels", "FP32", [1, 3, 32, 32], PIXELS[:-1]), "needs 3072 elements, data has 3071"),
-        (body_of("pixels", "FP32", [1, 3, 32, 32], [*PIXELS[:-1], "0.5"]), "element 3071 is '0.5'; pixels"),
-        (body_of("pixels", "FP32", [1, 3, 32, 32], [None, *PIXELS[1:]]), "element 0 is None; pixels must"),
-        (body_of("pixels", "FP32", [1, 3, 32, 32], [True, *PIXELS[1:]]), "must be numbers in [0, 1]"),
-        (body_of("pixels", "FP32", [1, 3, 32, 32], [10**400, *PIXELS[1:]]), "must be numbers in [0, 1]"),
-        (body_of("pixels", "FP32", [0, 3, 32, 32], []), "N >= 1"),
-        (body_of("pixels", "FP32", [3072], PIXELS), "this model takes [N, 3, 32, 32]"),
-        (body_of("pixels", "FP32", [1, 3, 32, 32], [*PIXELS[:-1], -0.1]), "element 3071 is -0.1; pixels"),
-        (body_of("image", "BYTES", [2], ["aGk="]), "needs 2 elements, data has 1"),
-        (body_of("image", "BYTES", [1], [7]), "BYTES elements must be base64 strings"),
-        (body_of("image", "BYTES", [1], ["%%%"]), "image[0] is not valid base64"),
-        (body_of("image", "BYTES", [1, 1], [["aGk="]]), "send [N]"),
-        (body_of("image", "FP32", [1], [0.5]), "must be BYTES, not FP32"),
-        (body_of("photo", "BYTES", [1], ["aGk="]), "body.inputs.0.name: Input should be 'pixels' or 'image'"),
-        (body_of("image", "BYTES", [1], ["aGk="], parameters={"engine": "rate"}), "body.parameters.engine"),
-        (body_of("image", "BYTES", [1], ["aGk="], model_name="other"), "model_name 'other' is not the URL's"),
-        (
-            body_of("image", "BYTES", [1], ["aGk="], model_version="9"),
-            "model_version '9' is not the URL's '1'",
-        ),
-        (body_of("image", "BYTES", [1], ["aGk="], parameters={"compare": "yes"}), "parameters.compare"),
-        (body_of("image", "BYTES", [1.0], ["aGk="]), "body.inputs.0.shape.0: Input should be a valid int"),
-        (body_of("image", "BYTES", [1], ["aGk="], extra=1), "body.extra: Extra inputs are not permitted"),
-        ({"inputs": []}, "body.inputs: List should have at least 1 item"),
-        ([1, 2], "body: Input should be a valid dictionary"),
-    ],
-)
-async def test_400_names_the_problem(client: httpx.AsyncClient, body: Any, words: str) -> None:
-    check(await client.post("/v2/models/tiny/infer", json=body), 400, words)
-
-
-@pytest.mark.anyio
-async def test_nested_data_nan_and_infinity(client: httpx.AsyncClient) -> None:
-    nested = np.full((2, 3, 32, 32), 0.25).tolist()
-    body = body_of("pixels", "FP32", [2, 3, 32, 32], nested)
-    response = await client.post("/v2/models/tiny/infer", json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["outputs"][0]["shape"] == [2, 10]
-    for special in (b"NaN", b"Infinity"):
-        data = b"[" + b"0.5, " * 3071 + special + b"]"
-        content = b'{"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": %s}]}'
-        response = await client.post("/v2/models/tiny/infer", content=content % data)
-        check(response, 400, f"element 3071 is {special.decode().lower()[:3]}")
-
-
-@pytest.mark.anyio
-async def test_404_415_and_unknown_routes(client: httpx.AsyncClient) -> None:
-    check(await client.get("/v2/models/tiny/versions/7"), 404, "it serves version '1'")
-    check(await client.get("/v2/models/nope/versions/1/ready"), 404, "'nope' is not loaded")
-    body = body_of("image", "BYTES", [1], ["aGk="])
-    check(await client.post("/v2/models/tiny/versions/7/infer", json=body), 404, "no version '7'")
-    text = await client.post("/v2/models/tiny/infer", content=b"{}", headers={"content-type": "text/plain"})
-    check(text, 415, "text/plain is not supported")
-    check(await client.get("/v2/models/tiny/infer"), 405, "Method Not Allowed")
-    assert (await client.get("/v2/models/tiny/versions/1")).json()["versions"] == ["1"]
-
-
-@pytest.mark.anyio
-async def test_401_413_and_503_in_the_protocol_shape(model_dir: Path, tmp_path: Path) -> None:
-    pixels = body_of("pixels", "FP32", [3, 3, 32, 32], PIXELS * 3)
-    settings = settings_for(model_dir, api_key="k", max_batch_files=2, max_upload_bytes=64 * 1024)
-    async with serve(settings) as client:
-        check(await client.get("/v2/models/tiny"), 401, "an API key is required")
-        key = {"X-API-Key": "k"}
-        response = await client.post("/v2/models/tiny/infer", json=pixels, headers=key)
-        check(response, 413, "at most 2 per request")
-        big = {**pixels, "id": "x" * 70_000}
-        check(await client.post("/v2/models/tiny/infer", json=big, headers=key), 413, "over the limit")
-        assert (await client.get("/v2/health/ready")).status_code == 200  # open, like /readyz
-    async with serve(settings_for(tmp_path)) as client:
-        check(await client.get("/v2/health/ready"), 503, "no model could be loaded")  # no path on open routes
-        check(await client.post("/v2/models/tiny/infer", json=pixels), 503, "no model could be loaded")
-
-
-@pytest.mark.anyio
-async def test_kserve_bodies_are_accepted_and_unknown_parameters_ignored(client: httpx.AsyncClient) -> None:
-    """What KServe's InferRESTClient sends: id, model_name and version, parameters at both levels."""
-    body = body_of("pixels", "FP32", [1, 3, 32, 32], PIXELS, id="r-1", model_name="tiny", model_version="1")
-    body["parameters"] = {"compare": False, "top_k": 3, "priority": 1}  # unknown keys: ignored
-    body["inputs"][0]["parameters"] = {"content_type": "pixels"}
-    body["outputs"] = [{"name": "probabilities", "parameters": {"classification": 0}}]
-    response = await client.post("/v2/models/tiny/infer", json=body)
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    assert answer["id"] == "r-1" and answer["model_name"] == "tiny" and answer["model_version"] == "1"
-    assert [o["name"] for o in answer["outputs"]] == ["probabilities"]
-    body["inputs"][0]["parameters"] = {"binary_data_size": 12288}  # the binary extension: still refused
-    check(await client.post("/v2/models/tiny/infer", json=body), 400, "binary tensor data extension")
