@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.abuse import OWN_SERVER
 from benchmarks.abuse_attacks import ATTACKS, scan_bomb
 from benchmarks.harness import REPO
@@ -18,6 +20,7 @@ def test_the_scan_bomb_is_a_progressive_jpeg_of_thousands_of_scans() -> None:
     assert 2**20 - 100 < len(bomb) <= 2**20 and bomb.count(b"\xff\xda") > 10_000
 
 
+@pytest.mark.slow  # two real servers: about 30 s alone, two minutes beside the suite
 def test_the_quick_run_attacks_and_passes_every_check(tmp_path: Path) -> None:
     out = tmp_path / "abuse.json"
     # the bystander's p50 limit is loose: the suite runs beside this test on every core
