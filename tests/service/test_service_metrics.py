@@ -7,6 +7,8 @@ import itertools
 import json
 import logging
 import math
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -87,6 +89,19 @@ async def test_a_models_images_spread_over_several_cost_buckets(fresh: httpx.Asy
         assert cumulative[-1] == 4 and filled >= 2, histogram
     (total,) = [s.value for s in samples(text, "tsc_energy_per_image_joules_sum") if s.labels == labels]
     assert math.isclose(total, sum(energies) * 1e-12, rel_tol=1e-9)  # the answers' pJ, in joules
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed"
+)
+async def test_promtool_finds_nothing_to_lint(fresh: httpx.AsyncClient) -> None:
+    """Prometheus's own linter: base units (joules, seconds), _total counters, help on every metric."""
+    await fresh.post("/classify", files=upload(flat(64)))  # every family has samples
+    text = (await fresh.get("/metrics")).text
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 async def test_the_model_info_metric_names_every_loaded_model(fresh: httpx.AsyncClient) -> None:
