@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
+from converter.progress import steps
 from converter.snn.engines import ENGINES
 from converter.snn.network import SpikingNetwork
 from converter.snn.results import RunResult
@@ -17,7 +16,7 @@ from converter.training.datasets import to_float
 
 def _batches(images: Tensor, labels: Tensor, batch_size: int, desc: str) -> Iterator[tuple[Tensor, Tensor]]:
     starts = range(0, images.shape[0], batch_size)
-    for s in tqdm(starts, desc=desc, disable=not sys.stderr.isatty(), leave=False):
+    for s in steps(starts, f"evaluation ({desc}) on {images.shape[0]} images"):
         yield to_float(images[s : s + batch_size]), labels[s : s + batch_size]
 
 

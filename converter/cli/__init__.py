@@ -7,6 +7,8 @@ import importlib
 import sys
 from typing import NoReturn
 
+from converter.progress import reporting
+
 # "module:function" entries: each ``add_<name>_parser(subparsers)`` sets ``func`` on its parser.
 SUBCOMMANDS: tuple[str, ...] = (
     "converter.cli.train:add_train_parser",
@@ -37,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     for entry in SUBCOMMANDS:
         module, _, function = entry.partition(":")
         getattr(importlib.import_module(module), function)(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--quiet", action="store_true", help="no progress: neither bars nor a line per stage on stderr"
+        )
     return parser
 
 
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors and --help: report the status instead of exiting
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return int(args.func(args) or 0)
+        with reporting(quiet=args.quiet):
+            return int(args.func(args) or 0)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

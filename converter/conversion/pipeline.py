@@ -26,6 +26,7 @@ from converter.conversion.error_aware import calibrate_error_aware
 from converter.conversion.reconstruct import reconstruct
 from converter.conversion.selfcheck import self_check
 from converter.conversion.trace import trace_model
+from converter.progress import stage
 from converter.snn.engines import ann
 from converter.snn.graph import Graph
 from converter.snn.model import InputSpec, check_pixels
@@ -108,8 +109,9 @@ def convert(
     modes = {m: m.training for m in model.modules()}
     try:
         # 1. trace: populations and synapse paths, BatchNorm and pooling folded; checked against the model
-        graph, fixed = trace_model(model, images[:1])
-        self_check(model, images)
+        with stage("tracing the model and checking the converted graph against it"):
+            graph, fixed = trace_model(model, images[:1])
+            self_check(model, images)
     finally:
         for m, training in modes.items():  # the user's model as it was, frozen BatchNorms included
             m.training = training
@@ -125,7 +127,8 @@ def convert(
 
     def calibrated(windows: dict[str, int]) -> SpikingNetwork:
         # 2. calibrate: a threshold (and bias correction) per neuron layer for these windows
-        lams, corrections, report = _calibrate(graph, images, fixed, cal, windows, shift, batch_size)
+        with stage(f"calibration ({cal.describe()}, {images.shape[0]} images)"):
+            lams, corrections, report = _calibrate(graph, images, fixed, cal, windows, shift, batch_size)
         calibration = {"method": cal.describe(), "images": images.shape[0], "layers": report}
         if made:
             return made[0].with_windows(windows).with_calibration(lams, corrections, calibration)
@@ -159,14 +162,15 @@ def convert(
         holdout = (images, ann.forward(graph, images, lams=fixed).argmax(1))
     if holdout[0].shape[0] == 0 or holdout[0].shape[0] != holdout[1].shape[0]:
         raise ValueError("the held-out set needs images and as many labels, at least one of each")
-    if target is not None:
-        net, report = windows_for_total(
-            graph, holdout[0].float(), holdout[1], total=target, calibrated=calibrated
-        )
-    else:
-        net, report = allocate_windows(
-            graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
-        )
+    with stage(f"window allocation ({T}, judged on {holdout[0].shape[0]} held-out images)"):
+        if target is not None:
+            net, report = windows_for_total(
+                graph, holdout[0].float(), holdout[1], total=target, calibrated=calibrated
+            )
+        else:
+            net, report = allocate_windows(
+                graph, holdout[0].float(), holdout[1], max_drop=max_drop, calibrated=calibrated, max_T=max_T
+            )
     net = net.with_calibration(net.lams, net.corrections, {**net.calibration, "allocation": report})
     return _reconstructed(net, images, fixed) if cal.method == "reconstruct" else net
 

@@ -23,14 +23,13 @@ the report measures it against the original ANN.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
+from converter.progress import steps
 from converter.snn.engines import ann
 from converter.snn.graph import Graph, Population
 from converter.snn.ops import Op, run_chain
@@ -227,7 +226,7 @@ def reconstruct(
     done: dict[int, Op] = {}
     new_lams, new_corrections = dict(lams), dict(corrections)
     report: dict[str, dict] = {}
-    for block in tqdm(blocks(graph), desc="reconstruct", disable=not sys.stderr.isatty(), leave=False):
+    for block in steps(blocks(graph), "reconstruction, block by block"):
         names = {p.name for p in block}
         inputs = sorted({s for p in block for s in _sources(p) if s not in names})
         b = _Block(block, done, lams, corrections, fixed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
+from converter import progress
 from converter.snn.system import available_cores
 from converter.training.datasets import ImageDataset, random_crop, random_flip, to_float
 from converter.training.runs import (
@@ -156,8 +155,7 @@ def _train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen, lr = 0, 0.0
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
-    for step in bar:
+    for step in progress.steps(range(steps), f"training epoch {epoch}"):
         index = order[step * batch_size : (step + 1) * batch_size]
         images, labels = data.images[index], data.labels[index]
         if cfg["augment"]:

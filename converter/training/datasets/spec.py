@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from converter.progress import stage
 from converter.training.datasets.base import DatasetError, ImageDataset
 from converter.training.datasets.cifar import LAYOUTS, download_cifar, load_cifar
 from converter.training.datasets.imagefolder import load_image_folder
@@ -30,6 +31,14 @@ def open_dataset(
     """Load the ``split`` ("train" or "test") of the dataset a spec names; ``size`` resizes folder images."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    with stage(f"loading the {split} images of {spec}"):
+        return _open(spec, split, size, cache_dir, workers, verify)
+
+
+def _open(
+    spec: str, split: str, size: int | None, cache_dir: str | Path | None, workers: int | None, verify: bool
+) -> ImageDataset:
+    """``open_dataset`` once the split is known good."""
     kind, sep, arg = spec.partition(":")
     if not sep or kind not in _KINDS:
         kind, arg = _detect(Path(spec).expanduser()), spec

@@ -33,7 +33,7 @@ def test_convert_model_file_writes_a_checkpoint_whose_ann_is_the_model(tmp_path,
 def test_an_unknown_model_file_is_one_error_line_naming_it_and_the_formats(tmp_path, capsys):
     path = tmp_path / "model.h5"
     path.write_bytes(b"\x89HDF\r\n")
-    argv = ["convert", "--model-file", str(path), "--data", DATA, "--out", str(tmp_path / "ck")]
+    argv = ["convert", "--model-file", str(path), "--data", DATA, "--out", str(tmp_path / "ck"), "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert (

@@ -313,7 +313,7 @@ def test_cli_trains_and_writes_model_files(tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
     argv = {"--model": "resnet20", "--data": SPEC, "--epochs": "1", "--out": str(tmp_path / "x")}
     argv.update(dict(zip(args[::2], args[1::2], strict=True)))
-    assert main(["train", *[x for pair in argv.items() for x in pair], "--no-cache"]) == 2
+    assert main(["train", *[x for pair in argv.items() for x in pair], "--no-cache", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
