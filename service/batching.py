@@ -23,7 +23,7 @@ from service.errors import NotReady, QueueFull
 from service.metrics import Metrics
 
 R = TypeVar("R")
-RunBatch = Callable[[torch.Tensor, str, bool], Sequence[R]]  # images, engine, raster -> results
+RunBatch = Callable[[list[torch.Tensor], str, bool], Sequence[R]]  # images, engine, raster -> results
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Batcher(Generic[R]):
     """Bounded queue of images for one model and lane, drained in batches of up to ``max_batch_size``.
 
     A batch's images are grouped by engine (and raster) and each group is run by ``run_batch`` on
-    ``executor``, never on the event loop. At most ``max_queue_size`` images wait, at most
-    ``client_queue_size`` of them (default: all) from one client.
+    ``executor`` (a worker thread or process: ``service.workers``), never on the event loop. At most
+    ``max_queue_size`` images wait, at most ``client_queue_size`` of them (default: all) from one client.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class Batcher(Generic[R]):
     ) -> None:
         self.model, self.lane = model, lane
         self._run_batch = run_batch
-        self._executor = executor
+        self.executor = executor
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_delay_s
@@ -205,9 +205,6 @@ class Batcher(Generic[R]):
             if not job.future.done():
                 batch.append(job)
 
-    def _stacked(self, images: list[torch.Tensor], engine: str, raster: bool) -> Sequence[R]:
-        return self._run_batch(torch.stack(images), engine, raster)
-
     async def _run_group(self, jobs: list[_Job[R]], engine: str, raster: bool) -> None:
         jobs = [job for job in jobs if not job.future.done()]  # drop images whose requester went away
         if not jobs:
@@ -216,7 +213,7 @@ class Batcher(Generic[R]):
         images = [job.image for job in jobs]
         try:
             results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._stacked, images, engine, raster
+                self.executor, self._run_batch, images, engine, raster
             )
         except Exception as exc:
             for job in jobs:

@@ -1,10 +1,10 @@
 """The use case behind every route: readiness, the models and their metadata, decoding, inference.
 
 Routers only translate a protocol (REST multipart, Open Inference Protocol JSON, the page's requests) into
-calls of ``DataPlane`` and its answers back into responses; everything else lives here once: the worker
-threads (one per engine lane: the reference simulations take seconds per image, so they never hold up a
-fast answer), the decoders and their large-image slots, which lane runs which engine, the compared
-baselines, and the per-image cost metrics.
+calls of ``DataPlane`` and its answers back into responses; everything else lives here once: the engine
+workers (one per engine lane, a process of its own by default: the reference simulations take seconds per
+image, so they never hold up a fast answer), the decoders and their large-image slots, which lane runs
+which engine, the compared baselines, and the per-image cost metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ from service.images import decode_pixels, is_large, open_image, release_memory
 from service.metrics import Metrics
 from service.registry import ModelStore, ServedModel
 from service.settings import Settings
+from service.workers import start_worker
 
 STOP_WAIT_S = 3.0  # how long stopping waits for queued and running batches after the requests ended
 
@@ -65,23 +66,26 @@ class DataPlane:
         self.settings = settings
         self.metrics = Metrics()
         self.store = ModelStore(settings, self.metrics)
-        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._lanes: dict[str, Executor] = {}
         self._decoding: ThreadPoolExecutor | None = None
         self._large_decodes = asyncio.Semaphore(settings.max_large_decodes)
         self._large_pending = 0  # large decodes waiting or running
         self._loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the worker threads and load models in the background (so /livez answers meanwhile)."""
-        threads = self.settings.torch_threads
+        """Start the engine workers and load models in the background (so /livez answers meanwhile)."""
+        threads, kind = self.settings.torch_threads, self.settings.engine_workers
         torch.set_num_threads(threads)
-        self._lanes = {
-            lane: ThreadPoolExecutor(1, f"tsc-{lane}", initializer=torch.set_num_threads, initargs=(threads,))
-            for lane in dict.fromkeys(e.lane for e in ENGINES.values())
-        }
+        lanes = dict.fromkeys(e.lane for e in ENGINES.values())
+        self._lanes = {lane: start_worker(kind, lane, threads) for lane in lanes}
         self._decoding = ThreadPoolExecutor(available_cores(), "tsc-decode")
         self._loading = asyncio.get_running_loop().create_task(self.store.load_all(self._lanes))
-        log.info("torch uses %d threads; loading models from %s", threads, self.settings.model_dir)
+        log.info(
+            "engines run in a %s per lane with %d torch threads; loading models from %s",
+            kind,
+            threads,
+            self.settings.model_dir,
+        )
 
     async def wait_loaded(self) -> None:
         """Return once start-up loading has finished, whatever its outcome."""
@@ -89,17 +93,18 @@ class DataPlane:
         await asyncio.shield(self._loading)
 
     async def stop(self) -> None:
-        """Finish queued work within ``STOP_WAIT_S``, then release the threads (uvicorn has already let
+        """Finish queued work within ``STOP_WAIT_S``, then release the workers (uvicorn has already let
         in-flight requests end, or cut them off at the end of the grace period). A batch still running then
-        is abandoned: ``python -m service`` exits without waiting for it."""
+        is abandoned: an engine process is ended, and ``python -m service`` exits without waiting for an
+        engine thread."""
         await self.wait_loaded()
         try:
             await asyncio.wait_for(self.store.close(), STOP_WAIT_S)
         except TimeoutError:
             log.warning("a batch was still running %g s after the requests ended: abandoned", STOP_WAIT_S)
         assert self._decoding is not None
-        for pool in (self._decoding, *self._lanes.values()):
-            pool.shutdown(wait=False, cancel_futures=True)
+        pools = (self._decoding, *self._lanes.values())  # an engine process takes up to 2 STOP_S to end
+        await asyncio.gather(*(asyncio.to_thread(p.shutdown, wait=False, cancel_futures=True) for p in pools))
         log.info("stopped")
 
     def catalogue(self) -> Catalogue:

@@ -91,6 +91,13 @@ class Overloaded(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1", "Connection": "close"}
 
 
+class EngineFailed(ServiceError):
+    """The engine process running the request's batch died (it is started again)."""
+
+    status, error = 503, "engine_failed"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "5"}
+
+
 class ClientDisconnected(ServiceError):
     """The client closed the connection before its answer was ready; the answer reaches nobody."""
 

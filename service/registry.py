@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import time
+import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ from pathlib import Path
 import torch
 
 from converter.snn import CheckpointError, ImageResult, SpikingNetwork, load
+from service import workers
 from service.batching import Batcher
 from service.errors import ModelNotFound, NotReady
-from service.execute import run_batch, warm_up
 from service.metrics import Metrics
 from service.settings import Settings, resolve_device
 
@@ -49,23 +50,21 @@ def discover(model_dir: Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A loaded, warmed-up network and its batchers, one per lane (``DataPlane.infer`` picks them)."""
+    """A loaded network and its batchers, one per lane (``DataPlane.infer`` picks them). ``net`` is this
+    process's copy, for what the answers say about it (labels, manifest, input); each lane's worker runs
+    its own, cast to the serving precision and device and warmed up."""
 
     name: str
     path: Path
     net: SpikingNetwork
     batchers: dict[str, Batcher[ImageResult]]
+    key: str = ""  # what the workers call it
 
     async def close(self) -> None:
-        """Let every lane finish what it has queued."""
+        """Let every lane finish what it has queued, then let the workers forget the network."""
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
-
-
-def _load_and_warm(path: Path, dtype: torch.dtype, device: torch.device) -> SpikingNetwork:
-    """Load a checkpoint, cast it to the serving precision and device, and run it once."""
-    net = load(path).to(dtype, device)
-    warm_up(net)
-    return net
+        for batcher in self.batchers.values():
+            batcher.executor.submit(workers.unload, self.key)
 
 
 class ModelStore:
@@ -96,7 +95,7 @@ class ModelStore:
         """Load and warm up every checkpoint found; a broken one is logged and skipped, never fatal.
 
         ``executors`` holds a worker per lane (``Engine.lane``: the reference simulations take seconds
-        per image, so they run apart and never hold up a fast answer); models load on the interactive one.
+        per image, so they run apart and never hold up a fast answer); each loads its own copy.
         """
         try:
             for name, path in self._discover().items():
@@ -122,13 +121,16 @@ class ModelStore:
 
     async def _load(self, name: str, path: Path, executors: dict[str, Executor]) -> None:
         started = time.perf_counter()
+        loop, precision = asyncio.get_running_loop(), self.settings.precision
+        key = f"{name}:{uuid.uuid4().hex}"  # what the workers call it (a worker may serve several stores)
         try:
-            net = await asyncio.get_running_loop().run_in_executor(
-                executors["interactive"],
-                _load_and_warm,
-                path,
-                getattr(torch, self.settings.precision),
-                resolve_device(self.settings.device),
+            net = await loop.run_in_executor(None, lambda: load(path).to(getattr(torch, precision)))
+            device = str(resolve_device(self.settings.device))
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(executor, workers.load_network, key, path, precision, device)
+                    for executor in workers.distinct(executors.values())
+                )
             )
         except CheckpointError as exc:
             self._fail(name, str(exc))
@@ -137,7 +139,7 @@ class ModelStore:
             log.exception("loading %s failed", path)
             self._fail(name, f"{type(exc).__name__}: {exc}")
             return
-        runner = functools.partial(run_batch, net, rate_steps=self.settings.rate_steps)
+        runner = functools.partial(workers.run, key, rate_steps=self.settings.rate_steps)
         batchers = {
             lane: Batcher(
                 name,
@@ -152,7 +154,7 @@ class ModelStore:
             )
             for lane, executor in executors.items()
         }
-        self.models[name] = ServedModel(name, path, net, batchers)
+        self.models[name] = ServedModel(name, path, net, batchers, key)
         self.metrics.model_loaded(name, net, loaded=len(self.models))
         seconds = time.perf_counter() - started
         log.info("loaded %s (version %s, T=%d) from %s in %.2f s", name, net.version, net.T, path, seconds)

@@ -183,6 +183,7 @@ def test_service_hpa_and_deployment_agree() -> None:
 
 def test_the_pod_has_time_for_prestop_the_grace_period_and_an_abandoned_batch() -> None:
     from service.dataplane import STOP_WAIT_S
+    from service.workers import STOP_S
 
     pod = k8s()["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -193,7 +194,7 @@ def test_the_pod_has_time_for_prestop_the_grace_period_and_an_abandoned_batch() 
             "TSC_GRACEFUL_TIMEOUT_S", Settings.model_fields["graceful_timeout_s"].default
         )
     )
-    assert pre_stop + grace + STOP_WAIT_S + 2 <= pod["terminationGracePeriodSeconds"]
+    assert pre_stop + grace + STOP_WAIT_S + 2 * STOP_S + 2 <= pod["terminationGracePeriodSeconds"]
 
 
 def test_the_disruption_budget_and_the_scrape_annotations_select_the_model_server() -> None:
