@@ -11,7 +11,7 @@ one code path loads and runs networks whichever kind runs them: ``load_network``
 worker's table under a key, ``run`` runs a batch on it, ``unload`` forgets it. A process worker remembers what
 it loaded: if its process dies (killed, out of memory) the batch it ran fails with 503 and a new process
 loads the same networks before it runs anything else. Stopping a process worker ends its process at once,
-abandoning a batch it still runs.
+abandoning a batch it still runs; a worker whose server process is gone ends itself.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 WorkerKind = Literal["process", "thread"]
 STOP_S = 0.5  # how long stopping without waiting lets an idle process end by itself
+PARENT_POLL_S = 0.5  # how often a worker process checks that the server process still runs
 
 _NETWORKS: dict[str, SpikingNetwork] = {}  # this process's networks by key (a worker's own table)
 
@@ -62,9 +64,18 @@ def run(
     return run_batch(_NETWORKS[key], torch.stack(list(images)), engine, raster, rate_steps)
 
 
-def _start_process(threads: int) -> None:
-    """A worker process's start: its torch threads, and nothing inherited to do."""
+def _start_process(threads: int, server: int) -> None:
+    """A worker process's start: its torch threads, and a watch that ends it when the server process is
+    gone (killed, say: its pipes would keep the worker waiting forever)."""
     torch.set_num_threads(threads)
+    threading.Thread(target=_end_with, args=(server,), name="server-watch", daemon=True).start()
+
+
+def _end_with(server: int) -> None:
+    """End this process once its parent is no longer ``server``."""
+    while os.getppid() == server:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
 
 
 class ProcessWorker(Executor):
@@ -80,7 +91,8 @@ class ProcessWorker(Executor):
     def _new_pool(self) -> tuple[ProcessPoolExecutor, Future[int]]:
         """A pool of one new process, and its process id (the first thing it runs)."""
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(1, context, initializer=_start_process, initargs=(self._threads,))
+        server = (self._threads, os.getpid())
+        pool = ProcessPoolExecutor(1, context, initializer=_start_process, initargs=server)
         return pool, pool.submit(os.getpid)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

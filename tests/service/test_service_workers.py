@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from servicetools import encode, picture, serve, settings_for
+from servicetools import REPO, encode, picture, serve, settings_for
 
 from service import workers
 from service.errors import EngineFailed
@@ -72,6 +74,28 @@ def test_stopping_without_waiting_ends_a_process_that_runs_a_batch() -> None:
         time.sleep(0.05)
     else:
         pytest.fail("the engine process still runs 10 s after stopping")
+
+
+def test_an_engine_process_ends_when_the_server_process_is_killed() -> None:
+    code = (
+        "import os\n"
+        "from service.workers import ProcessWorker\n"
+        "if __name__ == '__main__':\n"
+        "    worker = ProcessWorker('interactive', 1)\n"
+        "    print(worker.submit(os.getpid).result(120), flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
+    pid = int(done.stdout.split()[0])
+    started = time.monotonic()
+    while time.monotonic() - started < 10:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the engine process outlived its server process by 10 s")
 
 
 @pytest.mark.anyio
