@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +69,18 @@ class Server:
     url: str
     log: Path
 
+    def processes(self) -> list[psutil.Process]:
+        """The server process and its children (the engine worker processes, when it runs them)."""
+        server = psutil.Process(self.process.pid)
+        return [server, *server.children(recursive=True)]
+
     def rss_mib(self) -> float:
-        """Resident memory of the server process."""
-        return psutil.Process(self.process.pid).memory_info().rss / 2**20
+        """Resident memory of the server process and its engine processes together."""
+        return sum(_alive(lambda p: p.memory_info().rss, p) for p in self.processes()) / 2**20
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the server process has used so far."""
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+        """User plus system CPU time the server and its engine processes have used so far."""
+        return sum(_alive(lambda p: sum(p.cpu_times()[:2]), p) for p in self.processes())
 
 
 @contextmanager
@@ -102,6 +106,14 @@ def serve(models: Path, env: dict[str, str] | None = None, timeout_s: float = 30
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _alive(read: Callable[[psutil.Process], float], process: psutil.Process) -> float:
+    """``read(process)``, or 0 for a process that has just ended."""
+    try:
+        return read(process)
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def _ready(server: Server) -> bool:
