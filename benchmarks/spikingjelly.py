@@ -11,6 +11,8 @@ each ReLU. It only converts ``nn.ReLU`` modules, so every ReLU call (functional 
 module first. The pixels drive the first layer directly at every step. One run of ``--max-steps`` steps per
 mode; accuracy at each of ``--steps`` is the argmax of the outputs accumulated so far, with a 95% Wilson
 interval, as rows rest on ``--images`` test images (the ANN's accuracy on the same images beside it).
+The JSON keeps the rows of other modes from an earlier run on the same network, data and images, so the
+modes can be measured one run at a time.
 
 Counted per image, as the project's rate engine counts (``converter/snn/engines/rate.py``): spikes, the
 IF neurons' spikes up to that step; synaptic additions, for each spike the fan-out of the neuron that fired,
@@ -254,14 +256,18 @@ def main() -> None:
         name = args.name or (args.weights.name if args.weights.is_dir() else args.weights.parent.name)
     train, test = open_dataset(args.data, "train"), open_dataset(args.data, "test")
     steps = [t for t in STEPS if t < args.max_steps] + [args.max_steps]
+    modes = [_mode(m) for m in args.modes.split(",")]
     out = args.out or Path("docs/results") / f"spikingjelly-{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    kept: list[dict[str, Any]] = []
 
     def write(report: dict[str, Any]) -> None:
         report |= {"network": name, "data": args.data, "threads": args.threads}
         report["seconds"] = round(time.perf_counter() - start, 1)
-        out.write_text(json.dumps(report, indent=1) + "\n")
+        if len(report["runs"]) == len(steps):  # the first mode: what an earlier run measured is known now
+            kept.extend(_kept(out, report, [str(m) for m in modes], steps))
+        out.write_text(json.dumps({**report, "runs": kept + report["runs"]}, indent=1) + "\n")
         print(f"{report['runs'][-1]['mode']}: wrote {out} after {report['seconds']} s", flush=True)
 
     report = measure(
@@ -269,12 +275,25 @@ def main() -> None:
         to_float(train.images[: args.calibration]),
         to_float(test.images[: args.images]),
         test.labels[: args.images],
-        [_mode(m) for m in args.modes.split(",")],
+        modes,
         steps,
         args.batch_size,
         write,
     )
-    print(table(report))
+    print(table({**report, "runs": kept + report["runs"]}))
+
+
+def _kept(out: Path, report: dict[str, Any], modes: list[str], steps: list[int]) -> list[dict[str, Any]]:
+    """The rows of other modes in an earlier ``out`` of the same network, data, images and step counts."""
+    if not out.exists():
+        return []
+    earlier = json.loads(out.read_text())
+    keys = ("network", "data", "calibration_images", "ann")
+    if [earlier.get(k) for k in keys] != [report[k] for k in keys]:
+        return []
+    if sorted({r["timesteps"] for r in earlier["runs"]}) != steps:
+        return []
+    return [r for r in earlier["runs"] if r["mode"] not in modes]
 
 
 if __name__ == "__main__":

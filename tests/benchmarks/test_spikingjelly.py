@@ -120,6 +120,10 @@ def test_command_line_writes_the_json(tmp_path, monkeypatch, capsys):
     assert report["network"] == "run" and report["spiking_layers"] == 19
     assert [r["timesteps"] for r in report["runs"]] == [4, 8]
     assert "| 99.9% | 8 |" in capsys.readouterr().out
+    # a later run of another mode keeps the rows it did not measure again
+    monkeypatch.setattr(sys, "argv", [*argv[:-5], "max", *argv[-4:]])
+    sj.main()
+    assert [r["mode"] for r in json.loads(out.read_text())["runs"]] == ["99.9%", "99.9%", "max", "max"]
 
 
 def test_the_report_lists_it_beside_the_rate_baselines(tmp_path):
