@@ -26,7 +26,8 @@ header_scheme = APIKeyHeader(
 )
 
 
-PROTECTED = ("/classify", "/models", "/v2/models")  # the routers that need the key; the rest stays open
+# the routers that need the key; the rest stays open
+PROTECTED = ("/classify", "/models", "/v2/models", "/v2/repository")
 REFUSED = SimpleNamespace(path="protected")  # the route label of requests refused before routing
 MISSING = "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 

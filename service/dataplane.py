@@ -19,11 +19,12 @@ import torch
 
 from converter.snn import BASELINES, ENGINES, ImageResult, InputSpec, available_cores
 from service.batching import Outcome
-from service.errors import ModelNotFound, NotReady, ServiceError
+from service.errors import EngineNotAllowed, NotReady, ServiceError
 from service.images import decode_pixels, is_large, open_image, release_memory
 from service.metrics import Metrics
-from service.registry import ModelStore, ServedModel
+from service.registry import ServedModel
 from service.settings import Settings
+from service.store import ModelStore, RepositoryEntry
 from service.workers import start_worker
 
 STOP_WAIT_S = 3.0  # how long stopping waits for queued and running batches after the requests ended
@@ -119,13 +120,25 @@ class DataPlane:
         return self.store.get(None)
 
     def model(self, name: str | None, version: str | None = None) -> ServedModel:
-        """The named model (of ``version`` when given), or the default; ``NotReady`` or ``ModelNotFound``."""
-        served = self.store.get(name)
-        if version is not None and version != served.net.version:
-            raise ModelNotFound(
-                f"model {served.name!r} has no version {version!r}; it serves version {served.net.version!r}"
-            )
-        return served
+        """The named model (in ``version``, else its latest), or the default; ``NotReady`` or
+        ``ModelNotFound``."""
+        return self.store.get(name, version)
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of ``name`` served side by side (after ``model(name)`` found it)."""
+        return list(self.store.versions.get(name, {}))
+
+    def repository(self) -> list[RepositoryEntry]:
+        """Every model of the model directory (and every one still served), each version's state."""
+        return self.store.index()
+
+    async def load(self, name: str) -> None:
+        """Load, or load again, a model of the model directory while serving the others."""
+        await self.store.load(name)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving a model once its queued images are answered."""
+        await self.store.unload(name)
 
     async def decode(self, data: bytes, content_type: str | None, spec: InputSpec, name: str) -> torch.Tensor:
         """Decode an encoded image for a model's input in a decoding thread; errors start with ``name``.
@@ -160,15 +173,22 @@ class DataPlane:
         served: ServedModel,
         images: Sequence[torch.Tensor],
         engine: str,
-        compare: bool,
+        compare: bool | None,
         raster: bool = False,
         client: str = "",
     ) -> Inference:
-        """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked.
+        """Run ``images`` (decoded for ``served``) on ``engine``, with rasters and baselines when asked
+        (``compare`` None: as the model's settings say, else not).
 
         Every image runs on every engine or none: each engine's lane is checked for room before any is
         queued. ``client`` names the caller for the batcher's per-client share of the queue.
         """
+        own = served.settings
+        if not own.allows(engine):
+            allowed = ", ".join(own.engines or ())
+            raise EngineNotAllowed(f"model {served.name!r} does not run engine {engine!r}, only {allowed}")
+        if compare is None:
+            compare = bool(own.compare)
         engines = (engine, *BASELINES) if compare else (engine,)
         lanes: dict[str, list[str]] = {}
         for name in engines:

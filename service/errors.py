@@ -52,6 +52,12 @@ class Unauthorized(ServiceError):
     headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
 
 
+class EngineNotAllowed(InvalidRequest):
+    """The model's settings do not allow the engine asked for."""
+
+    status, error = 400, "engine_not_allowed"
+
+
 class ModelNotFound(ServiceError):
     """No loaded model has that name."""
 

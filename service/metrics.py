@@ -140,6 +140,11 @@ class Metrics:
         )
         self.models_loaded.set(loaded)
 
+    def model_unloaded(self, model: str, loaded: int) -> None:
+        """Drop an unloaded model's info series and publish the count."""
+        self.model_info.remove(model)
+        self.models_loaded.set(loaded)
+
     def render(self) -> bytes:
         """The current values in the Prometheus text exposition format."""
         return generate_latest(self.registry)

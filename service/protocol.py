@@ -84,8 +84,10 @@ class V2InferParameters(BaseModel):
     engine: Literal[TSC_ENGINES] = Field(  # type: ignore[valid-type]
         "fast", description="; ".join(f"{n}: {ENGINES[n].summary}" for n in TSC_ENGINES) + "."
     )
-    compare: bool = Field(
-        False, description="Also run the ANN and a rate-coded SNN: adds the ann_ and rate_ outputs."
+    compare: bool | None = Field(
+        None,
+        description="Also run the ANN and a rate-coded SNN: adds the ann_ and rate_ outputs (unset: as the "
+        "model's settings say, else false).",
     )
     binary_data_output: bool = Field(
         False, description="true: outputs whose own binary_data is unset come as binary data after the JSON."

@@ -108,10 +108,15 @@ def model_summary(served: ServedModel, default: str | None) -> ModelSummary:
     return ModelSummary(**_summary_fields(served, default))
 
 
-def model_detail(served: ServedModel, default: str | None) -> ModelDetail:
-    """What GET /models/{name} returns: the summary, the labels and the whole manifest."""
+def model_detail(served: ServedModel, default: str | None, versions: list[str]) -> ModelDetail:
+    """What GET /models/{name} returns: the summary, the versions served, the model's own settings, the
+    labels and the whole manifest."""
     return ModelDetail(
-        **_summary_fields(served, default), labels=served.net.labels, manifest=served.net.manifest
+        **_summary_fields(served, default),
+        versions=versions,
+        settings=served.settings.model_dump(exclude_none=True),
+        labels=served.net.labels,
+        manifest=served.net.manifest,
     )
 
 

@@ -33,8 +33,10 @@ class ClassifyOptions(BaseModel):
     engine: Literal[TSC_ENGINES] = Field(  # type: ignore[valid-type]
         "fast", description="; ".join(f"{n}: {ENGINES[n].summary}" for n in TSC_ENGINES) + "."
     )
-    compare: bool = Field(
-        False, description="Also run the ANN and a rate-coded SNN on the image and report them."
+    compare: bool | None = Field(
+        None,
+        description="Also run the ANN and a rate-coded SNN on the image and report them (unset: as the "
+        "model's settings say, else false).",
     )
     raster: bool = Field(
         False,
@@ -230,6 +232,10 @@ class ModelList(BaseModel):
 class ModelDetail(ModelSummary):
     """A loaded model with its labels and whole manifest (accuracy table, provenance, calibration, ...)."""
 
+    versions: list[str] = Field(description="Every version served; requests that name none get the latest.")
+    settings: dict[str, Any] = Field(
+        description="What the model's settings.json sets (batching, engines allowed, compare default)."
+    )
     labels: list[str]
     manifest: dict[str, Any]
 

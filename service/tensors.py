@@ -71,14 +71,15 @@ OUTPUTS: dict[str, Output] = {
 }
 
 
-def metadata(served: ServedModel) -> V2ModelMetadata:
-    """The model's metadata: its two ways to send images and every output tensor."""
+def metadata(served: ServedModel, versions: list[str] | None = None) -> V2ModelMetadata:
+    """The model's metadata: the versions served (``versions``, else its own), its two ways to send images
+    and every output tensor."""
     net, spec = served.net, served.net.input_spec
     classes = len(net.labels)
     pixels = {"range": [0.0, 1.0], "layout": "NCHW", "mode": "RGB" if spec.channels == 3 else "L"}
     return V2ModelMetadata(
         name=served.name,
-        versions=[net.version],
+        versions=versions or [net.version],
         platform="tsc-snn",
         inputs=[
             V2Tensor(
@@ -139,10 +140,11 @@ def encoded_images(tensor: V2InferInput, binary: bytes | None, max_images: int) 
     return [_base64(value, i) for i, value in enumerate(_elements(tensor))]
 
 
-def requested_outputs(request: V2InferRequest) -> dict[str, bool]:
-    """The outputs to return (those asked for, in order, else every one the run makes), each binary or not."""
+def requested_outputs(request: V2InferRequest, compare: bool) -> dict[str, bool]:
+    """The outputs to return (those asked for, in order, else every one the run makes, with the baselines'
+    when it ``compare``s), each binary or not."""
     default = request.parameters.binary_data_output
-    made = [name for name, output in OUTPUTS.items() if request.parameters.compare or output.engine is None]
+    made = [name for name, output in OUTPUTS.items() if compare or output.engine is None]
     if request.outputs is None:
         return dict.fromkeys(made, default)
     asked: dict[str, bool] = {}

@@ -31,4 +31,5 @@ async def list_models(dataplane: DataPlaneDep) -> ModelList:
 @router.get("/models/{name}", responses=errors(401, 404, 422, 503))
 async def get_model(dataplane: DataPlaneDep, name: ModelName) -> ModelDetail:
     """One model: labels, T, input spec and its manifest (accuracy table, provenance, calibration)."""
-    return model_detail(dataplane.model(name), dataplane.catalogue().default)
+    served = dataplane.model(name)
+    return model_detail(served, dataplane.catalogue().default, dataplane.versions(served.name))

@@ -134,7 +134,8 @@ router = APIRouter(tags=["open inference protocol"], route_class=ProtocolRoute, 
 @router.get("/v2/models/{name}", responses=MODEL_ERRORS, response_model_exclude_none=True)
 async def model_metadata(dataplane: DataPlaneDep, name: ModelName) -> V2ModelMetadata:
     """Model metadata: the inputs (pixels or encoded images, send one) and every output tensor."""
-    return metadata(dataplane.model(name))
+    served = dataplane.model(name)
+    return metadata(served, dataplane.versions(served.name))
 
 
 @router.get("/v2/models/{name}/versions/{version}", responses=MODEL_ERRORS, response_model_exclude_none=True)
@@ -197,10 +198,11 @@ async def _infer(
     ):
         if value is not None and value != url:
             raise InvalidRequest(f"the body's {field} {value!r} is not the URL's {url!r}")
-    outputs = requested_outputs(body)
+    options = body.parameters
+    compare = bool(served.settings.compare) if options.compare is None else options.compare
+    outputs = requested_outputs(body, compare)
     (binary,) = input_data(body, getattr(request.state, BINARY_DATA, None))
     tensor, spec, most = body.inputs[0], served.net.input_spec, dataplane.settings.max_batch_files
-    options = body.parameters
 
     async def answer() -> Inference:
         if tensor.name == "pixels":
@@ -209,8 +211,7 @@ async def _infer(
             encoded = encoded_images(tensor, binary, most)
             decoding = (dataplane.decode(data, None, spec, f"image[{i}]") for i, data in enumerate(encoded))
             images = list(await asyncio.gather(*decoding))
-        engine, compare = options.engine, options.compare
-        return await dataplane.infer(served, images, engine, compare, client=client_id(request))
+        return await dataplane.infer(served, images, options.engine, compare, client=client_id(request))
 
     inference = await while_connected(request, answer())
     tensors, data = pack(output_tensors(inference, list(outputs)), list(outputs.values()))
@@ -218,7 +219,7 @@ async def _infer(
         model_name=served.name,
         model_version=served.net.version,
         id=body.id,
-        parameters=V2InferResponseParameters(engine=options.engine, compare=options.compare),
+        parameters=V2InferResponseParameters(engine=options.engine, compare=compare),
         outputs=tensors,
     )
     return binary_response(response, data) if any(outputs.values()) else response

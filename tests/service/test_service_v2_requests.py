@@ -65,7 +65,7 @@ async def test_nested_data_nan_and_infinity(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.anyio
 async def test_404_415_and_unknown_routes(client: httpx.AsyncClient) -> None:
-    check(await client.get("/v2/models/tiny/versions/7"), 404, "it serves version '1'")
+    check(await client.get("/v2/models/tiny/versions/7"), 404, "no version '7'; it serves 1")
     check(await client.get("/v2/models/nope/versions/1/ready"), 404, "'nope' is not loaded")
     body = body_of("image", "BYTES", [1], ["aGk="])
     check(await client.post("/v2/models/tiny/versions/7/infer", json=body), 404, "no version '7'")
