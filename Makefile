@@ -26,7 +26,7 @@ LOSSLESS_EPOCHS ?= 2
 VGG_EPOCHS ?= 108
 DEVICE ?= auto
 
-.PHONY: serve test lint lint-docker bench data data-jpeg train-resnet20 lossless-resnet20 distil-resnet20 convert-resnet20 \
+.PHONY: serve test lint lint-docker proto bench data data-jpeg train-resnet20 lossless-resnet20 distil-resnet20 convert-resnet20 \
         lowt-thirdparty reconstruct-thirdparty train-vgg16 convert-vgg16 results clean
 
 # what serving needs (requirements.txt, what the container installs), then everything else (tests, Ray, tools)
@@ -59,6 +59,12 @@ lint: $(VENV)/.installed
 lint-docker: $(VENV)/.installed
 	$(VENV)/bin/hadolint docker/Dockerfile
 	docker-compose -f docker-compose.yml config -q
+
+## proto: compile the vendored Open Inference Protocol gRPC proto into the descriptor set the service loads
+## (committed, so that installing needs no compiler; the tests check that it is current)
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I service/proto --descriptor_set_out=service/proto/open_inference_grpc.binpb \
+		open_inference_grpc.proto
 
 ## bench: engine throughput (fast vs ANN vs stepped) on ResNet-20
 bench: $(VENV)/.installed

@@ -59,7 +59,8 @@ def launch(models: Path, env: dict[str, str], key: str | None, timeout_s: float 
     """``python -m service`` on a free loopback port; yields once model loading has ended, SIGTERM after."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="tsc-abuse-", suffix=".log")[1])
-    full = {**os.environ, **env, "TSC_MODEL_DIR": str(models), "TSC_HOST": "127.0.0.1", "TSC_PORT": str(port)}
+    full = {**os.environ, "TSC_GRPC_PORT": "0", **env, "TSC_MODEL_DIR": str(models), "TSC_HOST": "127.0.0.1"}
+    full["TSC_PORT"] = str(port)
     full.pop("TSC_API_KEY", None)
     full |= {"TSC_API_KEY": key} if key else {}
     with log.open("wb") as out:

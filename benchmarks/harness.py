@@ -89,7 +89,8 @@ def serve(models: Path, env: dict[str, str] | None = None, timeout_s: float = 30
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="tsc-server-", suffix=".log")[1])
     argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    full_env = {**os.environ, "TSC_MODEL_DIR": str(models), "TSC_LOG_LEVEL": "warning", **(env or {})}
+    quiet = {"TSC_MODEL_DIR": str(models), "TSC_LOG_LEVEL": "warning", "TSC_GRPC_PORT": "0"}  # HTTP only
+    full_env = {**os.environ, **quiet, **(env or {})}
     with log.open("wb") as out:
         process = subprocess.Popen(argv, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log)

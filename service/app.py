@@ -12,6 +12,7 @@ from service import __version__
 from service.auth import ApiKeyMiddleware, require_api_key
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
+from service.grpc_server import start_grpc, stop_grpc
 from service.limits import RequestLimitsMiddleware
 from service.logs import RequestContextMiddleware
 from service.metrics import RequestMetricsMiddleware
@@ -37,7 +38,8 @@ class App(FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; its lifespan starts the worker threads and loads every checkpoint of TSC_MODEL_DIR.
+    """Build the app; its lifespan starts the worker threads, loads every checkpoint of TSC_MODEL_DIR and
+    serves gRPC on TSC_GRPC_PORT.
 
     Classify and model routes need TSC_API_KEY when one is set (and only then does OpenAPI declare it);
     health, metrics, the docs and the page stay open for probes, scrapers and people.
@@ -48,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
         try:
-            yield
+            grpc_server = await start_grpc(dataplane)
+            try:
+                yield
+            finally:
+                await stop_grpc(grpc_server, dataplane.settings.graceful_timeout_s)
         finally:
             await dataplane.stop()
 

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface uvicorn binds (the container sets 0.0.0.0).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn binds.")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol's gRPC service (KServe / Triton v2; 8001, as "
+        "Triton's), on TSC_HOST; 0: no gRPC.",
+    )
     model_dir: Path = Field(REPO_ROOT / "models", description="Directory of checkpoints, one per entry.")
     default_model: str = Field("resnet20-cifar10", description="Model used when a request names none.")
     max_upload_bytes: int = Field(16 * MiB, ge=1024, description="Largest request body, all files together.")

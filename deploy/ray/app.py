@@ -78,7 +78,7 @@ class Classifier:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The service's app for this replica (Serve runs its lifespan next), naming the replica."""
-        app = create_app(self.settings)
+        app = create_app(self.settings.model_copy(update={"grpc_port": 0}))  # replicas would share its port
         wait_for_models(app)
         app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
         return app

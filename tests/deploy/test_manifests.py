@@ -142,8 +142,10 @@ def test_container_runs_as_the_image_runs(index: int) -> None:
         == yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["tsc-snn"]["image"]
     ), where
     env = env_values(container)
-    assert {p["containerPort"] for p in container["ports"]} == {int(env["TSC_PORT"])}
-    for name in ("TSC_HOST", "TSC_PORT", "TSC_MODEL_DIR"):
+    ports = {p.get("name", "http"): p["containerPort"] for p in container["ports"]}
+    assert ports.pop("http") == int(env["TSC_PORT"])  # KServe's container has one port: HTTP
+    assert ports == ({"grpc": int(env["TSC_GRPC_PORT"])} if ports else {})
+    for name in ("TSC_HOST", "TSC_PORT", "TSC_GRPC_PORT", "TSC_MODEL_DIR"):
         assert env[name] == image_env()[name], (where, name)
     (key,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "TSC_API_KEY"]
     assert key["optional"] is True

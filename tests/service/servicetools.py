@@ -53,6 +53,7 @@ def settings_for(model_dir: Path, **overrides: Any) -> Settings:
         "max_batch_delay_ms": 2.0,
         "rate_steps": 8,
         "torch_threads": 1,
+        "grpc_port": 0,  # tests/service/test_service_grpc.py serves gRPC on a free port
     }
     return Settings(**(values | overrides))
 
@@ -101,8 +102,9 @@ class Server:
 
 
 def start(argv: list[str], env: dict[str, str], log: Path, port: int) -> Server:
-    """Run ``argv`` (the service, serving on ``port``) with ``env`` added, and wait until /readyz is 200."""
-    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    """Run ``argv`` (the service, serving on ``port``) with ``env`` added, and wait until /readyz is 200;
+    gRPC is off unless ``env`` sets TSC_GRPC_PORT (servers of tests running side by side would share 8001)."""
+    env = {**os.environ, "TSC_GRPC_PORT": "0", **env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
