@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                await stop_grpc(grpc_server, dataplane.settings.graceful_timeout_s)
+                await stop_grpc(grpc_server)
         finally:
             await dataplane.stop()
 

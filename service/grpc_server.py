@@ -34,6 +34,7 @@ from service.tensors import encoded_images, metadata, output_tensors, pixels, re
 log = logging.getLogger(__name__)
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+STOP_S = 2.0  # at shutdown, how long gRPC calls in progress get to end (after uvicorn's HTTP grace period)
 OPEN = frozenset({"ServerLive", "ServerReady", "ServerMetadata"})  # like /v2/health and /v2: no key needed
 REPOSITORY = ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")  # Triton's; not in the proto
 CODES = {
@@ -239,7 +240,8 @@ async def start_grpc(dataplane: DataPlane) -> grpc.aio.Server | None:
     return server
 
 
-async def stop_grpc(server: grpc.aio.Server | None, grace_s: float) -> None:
-    """Refuse new calls and give those in progress ``grace_s`` seconds to end."""
+async def stop_grpc(server: grpc.aio.Server | None, grace_s: float = STOP_S) -> None:
+    """Refuse new calls and give those in progress ``grace_s`` seconds to end (by then uvicorn's grace
+    period for HTTP has passed, during which gRPC calls were still answered)."""
     if server is not None:
         await server.stop(grace_s)

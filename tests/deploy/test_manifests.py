@@ -185,6 +185,7 @@ def test_service_hpa_and_deployment_agree() -> None:
 
 def test_the_pod_has_time_for_prestop_the_grace_period_and_an_abandoned_batch() -> None:
     from service.dataplane import STOP_WAIT_S
+    from service.grpc_server import STOP_S as GRPC_STOP_S
     from service.workers import STOP_S
 
     pod = k8s()["Deployment"]["spec"]["template"]["spec"]
@@ -196,7 +197,8 @@ def test_the_pod_has_time_for_prestop_the_grace_period_and_an_abandoned_batch() 
             "TSC_GRACEFUL_TIMEOUT_S", Settings.model_fields["graceful_timeout_s"].default
         )
     )
-    assert pre_stop + grace + STOP_WAIT_S + 2 * STOP_S + 2 <= pod["terminationGracePeriodSeconds"]
+    stop = GRPC_STOP_S + STOP_WAIT_S + 2 * STOP_S  # gRPC's last calls, the batches, the engine processes
+    assert pre_stop + grace + stop + 2 <= pod["terminationGracePeriodSeconds"]
 
 
 def test_the_disruption_budget_and_the_scrape_annotations_select_the_model_server() -> None:
