@@ -38,7 +38,7 @@ from service.execute import run_batch, warm_up
 log = logging.getLogger(__name__)
 
 WorkerKind = Literal["process", "thread"]
-STOP_S = 0.5  # how long stopping without waiting lets an idle process end by itself
+STOP_S = 1.0  # how long stopping without waiting lets an idle process end by itself
 PARENT_POLL_S = 0.5  # how often a worker process checks that the server process still runs
 
 _NETWORKS: dict[str, SpikingNetwork] = {}  # this process's networks by key (a worker's own table)
@@ -143,7 +143,11 @@ class ProcessWorker(Executor):
         stopping.start()
         stopping.join(None if wait else STOP_S)
         if stopping.is_alive() and self._pid.done() and self._pid.exception() is None:
-            log.warning("ending the %s engine process, which still runs a batch", self.lane)
+            log.warning(
+                "the %s engine process has not ended within %g s (a batch still running): ending it",
+                self.lane,
+                STOP_S,
+            )
             with contextlib.suppress(ProcessLookupError):  # it has just ended
                 os.kill(self._pid.result(), signal.SIGTERM)
             stopping.join(STOP_S)
