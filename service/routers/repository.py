@@ -24,7 +24,7 @@ class IndexRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    ready: bool = Field(False, description="true: only the versions being served.")
+    ready: bool = Field(False, strict=True, description="true: only the versions being served.")
 
 
 class IndexEntry(BaseModel):
