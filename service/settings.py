@@ -102,11 +102,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Intra-op torch threads; the default leaves one core to HTTP and decoding.",
     )
-    engine_workers: Literal["process", "thread"] = Field(
-        "process",
-        description="Where each engine lane runs its batches: a process of its own (its Python then never "
-        "takes turns with request handling for the interpreter lock) or a thread of the server's process "
-        "(less memory, one copy of each network).",
+    engine_workers: Literal["thread", "process"] = Field(
+        "thread",
+        description="Where each engine lane runs its batches: a thread of the server's process (one copy of "
+        "each network; measured faster, see benchmarks/load.py) or a process of its own (its Python then "
+        "never takes turns with request handling for the interpreter lock; about 300 MB more per lane).",
     )
     api_key: SecretStr | None = Field(None, description="When set, classify and model routes need it.")
     rate_steps: int = Field(256, ge=1, description="Time steps of the rate-coded run of compare=true.")

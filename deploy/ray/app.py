@@ -12,7 +12,6 @@ limit) do not apply; the config's ``http_options`` and ``max_ongoing_requests`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,10 +70,8 @@ class Classifier:
     """One Serve replica of the service: its own app, engine workers and loaded models."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        """Keep ``settings`` (by default from the replica's TSC_* environment; Serve scales by replicas, each
-        a process of its own, so a replica's engines run in its threads unless TSC_ENGINE_WORKERS says so)."""
-        threads = {} if "TSC_ENGINE_WORKERS" in os.environ else {"engine_workers": "thread"}
-        self.settings = settings or Settings(**threads)
+        """Keep ``settings`` (by default, ``Settings()`` from the replica's TSC_* environment)."""
+        self.settings = settings or Settings()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The service's app for this replica (Serve runs its lifespan next), naming the replica."""

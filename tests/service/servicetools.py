@@ -43,12 +43,9 @@ def tiny_cnn(channels: int) -> nn.Module:
 
 
 def settings_for(model_dir: Path, **overrides: Any) -> Settings:
-    """Settings for tests: the tiny models, a short batching delay, a short rate-coded comparison, engines
-    in threads (a process per lane costs seconds to start; tests/service/test_service_workers.py and the
-    real-server tests run the default, processes)."""
+    """Settings for tests: the tiny models, a short batching delay, a short rate-coded comparison."""
     values: dict[str, Any] = {
         "model_dir": model_dir,
-        "engine_workers": "thread",
         "default_model": "tiny",
         "max_batch_delay_ms": 2.0,
         "rate_steps": 8,

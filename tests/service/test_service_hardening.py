@@ -91,7 +91,11 @@ async def test_stopping_abandons_a_batch_that_outlives_the_wait(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(dataplane_module, "STOP_WAIT_S", 0.3)
-    dataplane = DataPlane(Settings(model_dir=tmp_path, engine_workers="thread"))
+    dataplane = DataPlane(
+        Settings(
+            model_dir=tmp_path,
+        )
+    )
     await dataplane.start()
     release = threading.Event()
     lane = next(iter(dataplane._lanes.values()))
@@ -129,7 +133,12 @@ async def test_a_run_of_large_decodes_hands_its_memory_back_once(
         assert images.MALLOC_TRIM is not None
     trims: list[int] = []
     monkeypatch.setattr(images, "MALLOC_TRIM", trims.append)
-    dataplane = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1, engine_workers="thread"))
+    dataplane = DataPlane(
+        Settings(
+            model_dir=tmp_path,
+            max_large_decodes=1,
+        )
+    )
     await dataplane.start()
     try:
         await dataplane.decode(flat_png(64, 64), None, SPEC, "small")
@@ -161,7 +170,12 @@ async def test_large_decodes_take_turns_and_small_ones_pass_them(
         return torch.zeros(channels, height, width)
 
     monkeypatch.setattr("service.dataplane.decode_pixels", slow_decode)
-    dataplane = DataPlane(Settings(model_dir=tmp_path, max_large_decodes=1, engine_workers="thread"))
+    dataplane = DataPlane(
+        Settings(
+            model_dir=tmp_path,
+            max_large_decodes=1,
+        )
+    )
     await dataplane.start()
     try:
         large, small = flat_png(1200, 1000), flat_png(64, 64)
